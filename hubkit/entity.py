@@ -1,0 +1,5 @@
+"""Entity reflection (placeholder until implemented)."""
+
+
+class EntitySpec:
+    """How a dataclass maps to columns."""

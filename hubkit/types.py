@@ -1,0 +1,220 @@
+"""The small vocabulary the parts of hubkit agree on: enums, events and protocols.
+
+A ``Connection`` moves rows between hubkit and a remote; a ``StreamingConnection`` adds topic
+subscriptions and an async iterator of decoded messages; a ``SyncPolicy`` decides when and what
+to sync and works only through the ``SyncContext`` its sink hands it. Anything that has these
+methods works: nothing here is a base class to inherit from.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import polars as pl
+
+if TYPE_CHECKING:
+    from hubkit.entity import EntitySpec
+    from hubkit.errors import HubkitError
+
+__all__ = [
+    "Change",
+    "ChangeHandler",
+    "Connection",
+    "ErrorHandler",
+    "Gap",
+    "Message",
+    "Op",
+    "OutboxEntry",
+    "Reconnected",
+    "ScheduleStatus",
+    "Source",
+    "StreamEvent",
+    "StreamingConnection",
+    "SyncContext",
+    "SyncPolicy",
+    "SyncState",
+    "SyncStatus",
+]
+
+
+class Source(enum.Enum):
+    """Where a change came from."""
+
+    LOCAL = "local"
+    REMOTE = "remote"
+
+
+class Op(enum.Enum):
+    """What a change did to the rows it carries."""
+
+    UPSERT = "upsert"
+    DELETE = "delete"
+    REJECTED = "rejected"  # a local write the remote refused; the rows are the rolled-back state
+    GAP = "gap"  # a stream gap that could not be filled; see ``Change.gap``
+
+
+class SyncStatus(enum.Enum):
+    OUT_OF_SYNC = "out_of_sync"
+    REMOTE_DATA_RECEIVED = "remote_data_received"
+    LOCAL_DATA_PUSHED = "local_data_pushed"
+    FULL_SYNC = "full_sync"
+
+
+class ScheduleStatus(enum.Enum):
+    NOT_SCHEDULED = "not_scheduled"
+    SCHEDULED = "scheduled"
+
+
+@dataclass(frozen=True)
+class Gap:
+    """An interval of a stream that could not be filled from the remote."""
+
+    start: datetime
+    end: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change event: the changed rows as a Polars frame, where it came from, what it did."""
+
+    frame: pl.DataFrame
+    source: Source
+    op: Op
+    reason: str | None = None  # for REJECTED: why the remote refused
+    gap: Gap | None = None  # for GAP
+
+
+ChangeHandler = Callable[[Change], object]
+ErrorHandler = Callable[["HubkitError"], object]
+
+
+@dataclass(frozen=True)
+class SyncState:
+    """Per-sink sync state kept in the store beside the rows."""
+
+    cursor: str | None = None
+    last_sync: datetime | None = None
+    fingerprint: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A local write waiting to be pushed; committed with the row it describes."""
+
+    id: int
+    op: str  # "create" | "update" | "remove"
+    key: tuple[Any, ...]
+    payload: Mapping[str, Any] | None  # the row as the entity's columns (None for remove)
+    before: Mapping[str, Any] | None  # the row before the write (None if it did not exist)
+    created_at: datetime
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class Message:
+    """Decoded rows that arrived on a stream topic."""
+
+    topic: str
+    frame: pl.DataFrame
+    kind: str = "snapshot"  # "snapshot" | "delta"
+    received_at: float = 0.0  # time.monotonic() when the frame arrived
+
+
+@dataclass(frozen=True)
+class Reconnected:
+    """The stream reconnected and resubscribed; rows since ``down_since`` may be missing."""
+
+    attempt: int
+    down_since: datetime
+
+
+StreamEvent = Message | Reconnected
+
+
+@runtime_checkable
+class Connection(Protocol):
+    """How rows move between hubkit and a remote. Third-party errors leave as ``HubkitError``."""
+
+    async def connect(self) -> None: ...
+
+    async def disconnect(self) -> None: ...
+
+    @property
+    def is_connected(self) -> bool: ...
+
+    async def fetch(
+        self, spec: EntitySpec, params: Mapping[str, Any] | None = None
+    ) -> pl.DataFrame: ...
+
+    async def create(
+        self, spec: EntitySpec, row: Mapping[str, Any]
+    ) -> Mapping[str, Any] | None: ...
+
+    async def update(
+        self, spec: EntitySpec, row: Mapping[str, Any]
+    ) -> Mapping[str, Any] | None: ...
+
+    async def remove(self, spec: EntitySpec, key: Mapping[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class StreamingConnection(Connection, Protocol):
+    """A connection that also pushes rows: subscribe to topics, iterate decoded messages."""
+
+    async def subscribe(self, topics: Sequence[str]) -> None: ...
+
+    async def unsubscribe(self, topics: Sequence[str]) -> None: ...
+
+    def messages(self) -> AsyncIterator[StreamEvent]: ...
+
+
+class SyncContext(Protocol):
+    """What a sink offers its policy. Store work behind these awaits runs off the loop thread."""
+
+    @property
+    def spec(self) -> EntitySpec: ...
+
+    @property
+    def connection(self) -> Connection | None: ...
+
+    async def apply_remote(
+        self, frame: pl.DataFrame, *, op: Op = Op.UPSERT, cursor: str | None = None
+    ) -> pl.DataFrame:
+        """Store remote rows (and the cursor) in one transaction, update the cache, emit REMOTE."""
+        ...
+
+    async def state(self) -> SyncState: ...
+
+    async def pending(self, limit: int | None = None) -> list[OutboxEntry]: ...
+
+    async def acknowledge(self, entry: OutboxEntry, response: Mapping[str, Any] | None) -> None:
+        """Mark a pushed outbox entry done (and apply the remote's echo of the row, if any)."""
+        ...
+
+    async def reject(self, entry: OutboxEntry, error: HubkitError) -> None:
+        """Drop a refused outbox entry, roll its local row back and emit a REJECTED change."""
+        ...
+
+    async def emit_gap(self, gap: Gap) -> None: ...
+
+    def report_error(self, exc: BaseException) -> None: ...
+
+    def set_status(self, status: SyncStatus) -> None: ...
+
+    async def wait_for_request(self, timeout: float | None) -> bool:
+        """Sleep until ``schedule_sync``/a local write asks for a sync (True) or timeout (False)."""
+        ...
+
+
+class SyncPolicy(Protocol):
+    """When and what to sync. ``run`` lives as long as the sink; ``sync_once`` is ``force_sync``."""
+
+    async def run(self, ctx: SyncContext) -> None: ...
+
+    async def sync_once(self, ctx: SyncContext) -> None: ...
