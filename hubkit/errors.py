@@ -20,6 +20,9 @@ errors are translated at the boundary (``raise hubkit.TransportError(...) from e
     └── SyncError              a sync step failed for another reason (wraps the cause)
 
 ``RemoteError.temporary`` tells retry logic whether trying again can help.
+
+Warnings have their own small tree: ``HubkitWarning`` (a ``UserWarning``) and
+``StaleDataWarning`` (stored data returned because the remote could not be reached).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ __all__ = [
     "ClosedError",
     "DecodeError",
     "HubkitError",
+    "HubkitWarning",
     "OfflineError",
     "ProtocolError",
     "RateLimited",
@@ -36,6 +40,7 @@ __all__ = [
     "RemoteError",
     "RemoteTimeout",
     "SchemaError",
+    "StaleDataWarning",
     "StoreError",
     "SyncError",
     "TransportError",
@@ -148,3 +153,11 @@ class DecodeError(RemoteError):
 
 class SyncError(HubkitError):
     """A sync step failed for a reason not covered above; ``__cause__`` holds the original."""
+
+
+class HubkitWarning(UserWarning):
+    """Root of every warning hubkit issues."""
+
+
+class StaleDataWarning(HubkitWarning):
+    """Stored data was returned because it could not be refreshed; the message gives its age."""
