@@ -227,9 +227,11 @@ class Progress:
     """A thread-safe counter with a throttled display; see ``progress()`` to create one.
 
     ``update(n)`` adds ``n``; the display redraws at most every ``min_interval`` seconds
-    (and always at the first update and on ``close()``). ``close()`` draws the final state
-    once; later calls and updates after close are ignored. Use it as a context manager: an
-    exception leaving the block marks the display as failed and is not swallowed.
+    (``log_interval`` for text on a non-terminal stream), always at the first update, on
+    ``set_total`` and on ``close()``. ``close()`` draws the final state once; later calls and
+    updates after close are ignored. Use it as a context manager: an exception leaving the
+    block marks the display as failed and is not swallowed. ``display`` (widget mode) says
+    whether to show the widget with ``IPython.display``; default: when in a Jupyter kernel.
     """
 
     def __init__(
@@ -241,7 +243,7 @@ class Progress:
         file: TextIO | None = None,
         min_interval: float = 0.2,
         log_interval: float = 10.0,
-        display: bool = True,
+        display: bool | None = None,
     ) -> None:
         if total is not None and total < 0:
             raise ValueError(f"progress total must be >= 0 or None, not {total}")
@@ -263,7 +265,9 @@ class Progress:
         self._display: _Display
         if self.mode == "widget":
             self._interval = min_interval
-            self._display = _Widget(desc, total, display)
+            # Showing it only makes sense where a front end listens (default: in a kernel).
+            show = in_jupyter_kernel() if display is None else display
+            self._display = _Widget(desc, total, show)
         elif self.mode == "text":
             self._display = _Text(desc, out, redraw)
         else:
