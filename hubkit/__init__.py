@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hubkit.cache import FrameCache
 from hubkit.errors import (
     BridgeError,
     ClosedError,
@@ -41,6 +42,7 @@ __all__ = [
     "ClosedError",
     "Connection",
     "DecodeError",
+    "FrameCache",
     "Gap",
     "HubkitError",
     "Message",
