@@ -1,1 +1,22 @@
-"""Testing helpers: an in-memory connection, a ByBit v5 simulator and pytest fixtures."""
+"""Testing helpers: a ByBit v5 simulator and pytest fixtures.
+
+``from hubkit.testing import BybitSimulator`` imports the simulator on first use only, so
+``import hubkit.testing`` stays cheap and needs no test-only packages.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hubkit.testing.bybit import BybitSimulator, Faults
+
+__all__ = ["BybitSimulator", "Faults"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("BybitSimulator", "Faults"):
+        from hubkit.testing import bybit
+
+        return getattr(bybit, name)
+    raise AttributeError(f"module 'hubkit.testing' has no attribute {name!r}")
