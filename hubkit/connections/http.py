@@ -1,0 +1,574 @@
+"""REST connection over httpx: per-entity routes, cursor pagination, envelopes, pushes.
+
+::
+
+    conn = HttpConnection(
+        "https://api.bybit.com",
+        {Instrument: Route.bybit("/v5/market/instruments-info", {"category": "linear"})},
+        rate_limit=100,                       # requests per second, client side
+        auth=BybitSigner(key, secret),        # optional; keys never show in reprs or errors
+    )
+    async with conn:
+        frame = await conn.fetch(spec, {"status": "Trading"})   # every page, one frame
+
+Errors (all ``hubkit.HubkitError``; httpx errors never leave this module):
+
+- ``TransportError`` / ``RemoteTimeout``: connecting, sending or reading failed, retries used up;
+- ``RateLimited`` (``retry_after`` in seconds): HTTP 429, HTTP 403 (IP limit), ByBit retCode
+  10006, when the wait asked for is longer than ``RetryPolicy.max_wait`` or retries ran out;
+- ``ProtocolError`` (``status``, ``code``, ``temporary``): other HTTP errors and envelope errors
+  (ByBit ``retCode != 0``); ``Rejected`` instead when a write was refused for good;
+- ``DecodeError`` (``field``): the body is not JSON, the list is missing, or rows do not decode;
+- ``SchemaError``: no route (or no verb) for the entity.
+
+Retries (see ``hubkit.connections.retry``): exponential backoff with full jitter on connect
+errors, timeouts and 5xx; waits as ``Retry-After`` / ``X-Bapi-Limit-Reset-Timestamp`` say for
+rate limits. Non-idempotent writes are only retried when the server surely did not act on them.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import polars as pl
+
+from hubkit.connections._transport import (
+    HttpClient,
+    encode_json,
+    make_limiter,
+    make_retry,
+    parse_json,
+    public_url,
+    status_error,
+    stringify,
+)
+from hubkit.connections._wire import (
+    decode_items,
+    dig,
+    echo_to_row,
+    key_to_wire,
+    split_path,
+)
+from hubkit.connections.auth import Secret, Signer
+from hubkit.connections.retry import (
+    RateLimitInfo,
+    RetryPolicy,
+    TokenBucket,
+    parse_reset_timestamp,
+)
+from hubkit.errors import (
+    DecodeError,
+    ProtocolError,
+    RateLimited,
+    Rejected,
+    SchemaError,
+)
+
+if TYPE_CHECKING:
+    from hubkit.entity import EntitySpec
+
+__all__ = [
+    "BYBIT_AUTH_CODES",
+    "BYBIT_TEMPORARY_CODES",
+    "Cursor",
+    "Envelope",
+    "HttpConnection",
+    "Page",
+    "Reply",
+    "Route",
+    "RowMapper",
+    "Verb",
+    "array_row",
+    "bybit_envelope",
+]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What an envelope rule sees: one decoded response.
+
+    ``now`` is the epoch time from the connection's clock; ``default_wait`` is the wait to use
+    when a rate-limit answer does not say how long.
+    """
+
+    what: str  # "GET /v5/market/kline", for messages
+    status: int
+    headers: httpx.Headers
+    body: Any
+    now: float
+    default_wait: float
+
+
+Envelope = Callable[[Reply], None]
+"""An envelope rule: raises a ``HubkitError`` when a 2xx body is an error answer."""
+
+RowMapper = Callable[[Any], Mapping[str, Any]]
+"""Turns one list item of the response into a JSON object for ``spec.from_wire``."""
+
+BYBIT_TEMPORARY_CODES = frozenset({10000, 10002, 10016})
+"""ByBit retCodes worth retrying: server timeout, time window (re-signed on retry), server error."""
+
+BYBIT_AUTH_CODES = frozenset({10003, 10004, 10005})
+"""ByBit retCodes about credentials (key, signature, permission): a write refused for these is
+not the write's fault, so it is not reported as ``Rejected``."""
+
+
+def bybit_envelope(reply: Reply) -> None:
+    """ByBit v5: ``retCode != 0`` is an error (business errors arrive as HTTP 200).
+
+    10006 -> ``RateLimited`` waiting until ``X-Bapi-Limit-Reset-Timestamp``; codes in
+    ``BYBIT_TEMPORARY_CODES`` -> temporary ``ProtocolError``; others -> permanent ``ProtocolError``.
+    """
+    body = reply.body
+    if not isinstance(body, Mapping):
+        raise DecodeError(f"{reply.what}: the body is not a ByBit envelope", field="retCode")
+    code = body.get("retCode")
+    if code is None:
+        raise DecodeError(f"{reply.what}: the envelope has no retCode", field="retCode")
+    try:
+        code = int(code)
+    except (TypeError, ValueError) as exc:
+        raise DecodeError(
+            f"{reply.what}: retCode {code!r} is not a number", field="retCode"
+        ) from exc
+    if code == 0:
+        return
+    message = str(body.get("retMsg") or "")
+    if code == 10006:
+        reset = parse_reset_timestamp(reply.headers.get("X-Bapi-Limit-Reset-Timestamp"), reply.now)
+        wait = reply.default_wait if reset is None else reset
+        raise RateLimited(
+            f"{reply.what}: retCode 10006 {message}; wait {wait:g} s",
+            retry_after=wait,
+            status=reply.status,
+            code=code,
+        )
+    raise ProtocolError(
+        f"{reply.what}: retCode {code} {message}".rstrip(),
+        status=reply.status,
+        code=code,
+        temporary=code in BYBIT_TEMPORARY_CODES,
+    )
+
+
+def array_row(*names: str) -> RowMapper:
+    """A row mapper for list items that are arrays: ``array_row("startTime", "open", ...)``.
+
+    ByBit klines arrive as ``["1670608800000", "17071", ...]``; this names the positions. An item
+    that is not an array of exactly ``len(names)`` values raises ``DecodeError``.
+    """
+
+    def mapper(item: Any) -> Mapping[str, Any]:
+        if not isinstance(item, list | tuple) or len(item) != len(names):
+            raise DecodeError(
+                f"expected an array of {len(names)} values ({', '.join(names)}), got {item!r:.80}",
+                field=names[0] if names else None,
+            )
+        return dict(zip(names, item, strict=True))
+
+    return mapper
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Cursor pagination: where the next cursor sits in a response, and the query parameter
+    that carries it back. A missing, null or empty cursor ends the pages."""
+
+    response: str = "result.nextPageCursor"
+    param: str = "cursor"
+
+
+@dataclass(frozen=True)
+class Verb:
+    """How one write goes out: ``Verb("POST", "/v1/items")``, ``Verb("DELETE", "/v1/items/{id}")``.
+
+    ``path`` may name columns in braces; they are filled from the row (or key), URL-escaped.
+    ``send``: ``"json"`` (body = ``spec.to_wire(row)``), ``"query"`` (flat parameters) or
+    ``"none"``; default json for POST/PUT/PATCH, query otherwise. ``result``: where the remote's
+    echo of the row sits in the response (``"result"``), None for no echo. ``idempotent``: may a
+    failed try be repeated blindly; default True for PUT/DELETE, False for POST/PATCH.
+    """
+
+    method: str
+    path: str
+    send: str | None = None
+    result: str | None = None
+    idempotent: bool | None = None
+
+    @property
+    def send_as(self) -> str:
+        if self.send is not None:
+            return self.send
+        return "json" if self.method.upper() in ("POST", "PUT", "PATCH") else "query"
+
+    @property
+    def is_idempotent(self) -> bool:
+        if self.idempotent is not None:
+            return self.idempotent
+        return self.method.upper() in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one entity lives on a REST API.
+
+    ``path`` and static ``params`` (call parameters override them); ``items``: dotted path of the
+    row list in the body (None: the body is the list; a single object counts as one row);
+    ``cursor``: pagination, or None; ``envelope``: the error rule for 2xx bodies, or None;
+    ``row_mapper``: applied to every item (e.g. ``array_row(...)`` for klines); ``create`` /
+    ``update`` / ``remove``: the write verbs, None where the API has none; ``max_pages``: a
+    safety stop for runaway cursors.
+    """
+
+    path: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    items: str | None = None
+    cursor: Cursor | None = None
+    envelope: Envelope | None = None
+    row_mapper: RowMapper | None = None
+    create: Verb | None = None
+    update: Verb | None = None
+    remove: Verb | None = None
+    method: str = "GET"
+    max_pages: int = 10_000
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    @classmethod
+    def bybit(
+        cls,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        paginated: bool = True,
+        row_mapper: RowMapper | None = None,
+        create: Verb | None = None,
+        update: Verb | None = None,
+        remove: Verb | None = None,
+    ) -> Route:
+        """A ByBit v5 route: rows at ``result.list``, ``nextPageCursor`` pagination (unless
+        ``paginated=False``), the ``retCode`` envelope. Write verbs echo ``result``."""
+        return cls(
+            path,
+            params or {},
+            items="result.list",
+            cursor=Cursor() if paginated else None,
+            envelope=bybit_envelope,
+            row_mapper=row_mapper,
+            create=create,
+            update=update,
+            remove=remove,
+        )
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a paginated fetch: its rows and the cursor of the next page (None at the end)."""
+
+    frame: pl.DataFrame
+    next_cursor: str | None
+
+
+class HttpConnection:
+    """A ``hubkit.Connection`` over HTTP (httpx). See the module docstring for errors.
+
+    ``HttpConnection(base_url, routes, *, timeout=10.0, retries=3, rate_limit=None, auth=None,
+    headers=None, transport=None)``:
+
+    - ``routes``: ``{Entity or table name: Route}``, or one ``Route`` for every entity;
+    - ``retries``: an int (retries after the first try) or a ``RetryPolicy`` (backoff, waits,
+      injectable ``sleep``/``clock``);
+    - ``rate_limit``: requests per second (a ``TokenBucket`` is built) or a ``TokenBucket``;
+    - ``auth``: called with each outgoing ``httpx.Request`` to sign it (``BybitSigner``);
+    - ``headers``: extra headers; wrap credentials in ``Secret`` so they stay hidden;
+    - ``transport``: an ``httpx.AsyncBaseTransport`` (e.g. ``httpx.MockTransport``).
+
+    One ``httpx.AsyncClient`` per connection (keep-alive), created by ``connect()`` (or the first
+    request) on the running loop; use the connection from that loop only. ``disconnect()``
+    closes it; ``connect()`` may open a new one later.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        routes: Mapping[type | str, Route] | Route,
+        *,
+        timeout: float = 10.0,
+        retries: int | RetryPolicy = 3,
+        rate_limit: float | TokenBucket | None = None,
+        auth: Signer | Callable[[httpx.Request], None] | None = None,
+        headers: Mapping[str, str | Secret] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._routes: Route | Mapping[type | str, Route] = (
+            routes if isinstance(routes, Route) else MappingProxyType(dict(routes))
+        )
+        self._http = HttpClient(
+            base_url,
+            timeout=timeout,
+            retry=make_retry(retries),
+            limiter=make_limiter(rate_limit),
+            auth=auth,
+            headers=headers,
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        routes = 1 if isinstance(self._routes, Route) else len(self._routes)
+        auth = "" if self._http.auth is None else f", auth={self._http.auth!r}"
+        state = "connected" if self.is_connected else "disconnected"
+        return f"<HttpConnection {public_url(self._http.base_url)} routes={routes}{auth} {state}>"
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the HTTP client (no request is sent). Idempotent."""
+        await self._http.open()
+
+    async def disconnect(self) -> None:
+        """Close the HTTP client and its pooled connections. Idempotent."""
+        await self._http.close()
+
+    async def __aenter__(self) -> HttpConnection:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.disconnect()
+
+    @property
+    def is_connected(self) -> bool:
+        return self._http.is_open
+
+    # -- status ---------------------------------------------------------------------------
+
+    @property
+    def requests_made(self) -> int:
+        """HTTP requests sent so far (every try counts)."""
+        return self._http.requests_made
+
+    @property
+    def last_rate_limit(self) -> RateLimitInfo | None:
+        """The remote's last ``X-Bapi-Limit*`` figures (limit, remaining, reset), if it sent any."""
+        return self._http.last_rate_limit
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self._http.retry
+
+    # -- reading --------------------------------------------------------------------------
+
+    def route_for(self, spec: EntitySpec) -> Route:
+        """The route of ``spec``: looked up by entity class, then table name, then class name."""
+        if isinstance(self._routes, Route):
+            return self._routes
+        for key in (spec.cls, spec.table, getattr(spec.cls, "__name__", None)):
+            if key is not None and key in self._routes:
+                return self._routes[key]
+        raise SchemaError(f"no HTTP route for {spec.table!r}", field=spec.table)
+
+    def _reply(self, route: Route, what: str, response: httpx.Response) -> Any:
+        error = status_error(response, what, self._http.retry)
+        if error is not None:
+            raise error
+        body = parse_json(response, what) if response.content.strip() else None
+        if route.envelope is not None:
+            route.envelope(
+                Reply(
+                    what,
+                    response.status_code,
+                    response.headers,
+                    body,
+                    self._http.retry.clock(),
+                    self._http.retry.default_rate_wait,
+                )
+            )
+        return body
+
+    def _items(self, route: Route, body: Any, what: str) -> list[Mapping[str, Any]]:
+        path = split_path(route.items)
+        found = dig(body, path)
+        if isinstance(found, Mapping):
+            found = [found]
+        if not isinstance(found, list):
+            where = route.items or "body"
+            raise DecodeError(f"{what}: {where!r} is not a list", field=where)
+        if route.row_mapper is not None:
+            return [route.row_mapper(item) for item in found]
+        for item in found:
+            if not isinstance(item, Mapping):
+                where = route.items or "body"
+                raise DecodeError(f"{what}: an item of {where!r} is not an object", field=where)
+        return found
+
+    async def _page_items(
+        self, route: Route, params: Mapping[str, Any] | None
+    ) -> AsyncIterator[tuple[list[Mapping[str, Any]], str | None]]:
+        query = stringify({**route.params, **(params or {})})
+        what = f"{route.method} {route.path}"
+        seen: set[str] = set()
+        for _ in range(route.max_pages):
+            body = await self._http.send(
+                route.method,
+                route.path,
+                lambda response: self._reply(route, what, response),
+                params=query,
+                idempotent=True,
+            )
+            items = self._items(route, body, what)
+            next_cursor = self._next_cursor(route, body)
+            if next_cursor is not None:
+                if next_cursor in seen:
+                    raise ProtocolError(
+                        f"{what}: the cursor did not advance ({next_cursor!r})", temporary=False
+                    )
+                seen.add(next_cursor)
+            yield items, next_cursor
+            if next_cursor is None:
+                return
+            assert route.cursor is not None
+            query = {**query, route.cursor.param: next_cursor}
+        raise ProtocolError(f"{what}: more than {route.max_pages} pages", temporary=False)
+
+    @staticmethod
+    def _next_cursor(route: Route, body: Any) -> str | None:
+        if route.cursor is None:
+            return None
+        value = dig(body, split_path(route.cursor.response), None)
+        if value is None or value == "":
+            return None
+        return str(value)
+
+    async def fetch(
+        self, spec: EntitySpec, params: Mapping[str, Any] | None = None
+    ) -> pl.DataFrame:
+        """Every page of ``spec``'s route with ``params``, decoded into one frame.
+
+        Either the whole result or an error: a failing page discards the pages before it.
+        """
+        route = self.route_for(spec)
+        items: list[Mapping[str, Any]] = []
+        async for page_items, _ in self._page_items(route, params):
+            items.extend(page_items)
+        return decode_items(spec, items)
+
+    async def pages(
+        self, spec: EntitySpec, params: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[Page]:
+        """The pages of ``spec``'s route one by one, each decoded, with the next page's cursor.
+
+        For resumable backfills: store a page's rows with its ``next_cursor``, and pass that
+        cursor back in ``params`` to resume.
+        """
+        route = self.route_for(spec)
+        async for page_items, next_cursor in self._page_items(route, params):
+            yield Page(decode_items(spec, page_items), next_cursor)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        envelope: Envelope | None = None,
+        idempotent: bool | None = None,
+    ) -> Any:
+        """One request outside the routes (e.g. server time); returns the decoded JSON body.
+
+        Same retries, rate limit, auth and errors as routed requests.
+        """
+        route = Route(path, envelope=envelope, method=method)
+        what = f"{method} {path}"
+        return await self._http.send(
+            method,
+            path,
+            lambda response: self._reply(route, what, response),
+            params=stringify(params),
+            content=None if json is None else encode_json(json),
+            idempotent=Verb(method, path).is_idempotent if idempotent is None else idempotent,
+        )
+
+    # -- writing --------------------------------------------------------------------------
+
+    async def create(self, spec: EntitySpec, row: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """Push a new row (column-keyed); returns the remote's echo (column-keyed), if any."""
+        route = self.route_for(spec)
+        return await self._write(spec, route, route.create, "create", row, spec.to_wire(row))
+
+    async def update(self, spec: EntitySpec, row: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """Push a changed row (column-keyed); returns the remote's echo, if any."""
+        route = self.route_for(spec)
+        return await self._write(spec, route, route.update, "update", row, spec.to_wire(row))
+
+    async def remove(self, spec: EntitySpec, key: Mapping[str, Any]) -> None:
+        """Delete the row with ``key`` (column-keyed) on the remote."""
+        route = self.route_for(spec)
+        await self._write(spec, route, route.remove, "remove", key, key_to_wire(spec, key))
+
+    async def _write(
+        self,
+        spec: EntitySpec,
+        route: Route,
+        verb: Verb | None,
+        name: str,
+        row: Mapping[str, Any],
+        wire: Mapping[str, Any],
+    ) -> Mapping[str, Any] | None:
+        if verb is None:
+            raise SchemaError(f"the route of {spec.table!r} has no {name} verb", field=spec.table)
+        path = _fill_path(verb.path, row, wire)
+        what = f"{verb.method} {verb.path}"
+        params: dict[str, str] | None = None
+        content: bytes | None = None
+        if verb.send_as == "json":
+            content = encode_json(wire)
+        elif verb.send_as == "query":
+            params = stringify(wire)
+        try:
+            body = await self._http.send(
+                verb.method,
+                path,
+                lambda response: self._reply(route, what, response),
+                params=params,
+                content=content,
+                idempotent=verb.is_idempotent,
+            )
+        except ProtocolError as exc:
+            rejection = _as_rejection(exc)
+            if rejection is exc:
+                raise
+            raise rejection from exc
+        if verb.result is None:
+            return None
+        return echo_to_row(spec, dig(body, split_path(verb.result), None))
+
+
+def _fill_path(template: str, row: Mapping[str, Any], wire: Mapping[str, Any]) -> str:
+    if "{" not in template:
+        return template
+    values = _Quoted({**wire, **row})
+    try:
+        return template.format_map(values)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise SchemaError(f"cannot fill {template!r} from the row: {exc}") from exc
+
+
+class _Quoted(dict[str, Any]):
+    def __getitem__(self, key: str) -> str:
+        return urllib.parse.quote(str(super().__getitem__(key)), safe="")
+
+
+def _as_rejection(exc: ProtocolError) -> ProtocolError:
+    """A permanent refusal of a write becomes ``Rejected``; credentials/limits/temporary stay."""
+    if isinstance(exc, Rejected | RateLimited) or exc.temporary:
+        return exc
+    if exc.status in (401, 403, 407) or exc.code in BYBIT_AUTH_CODES:
+        return exc
+    return Rejected(str(exc), status=exc.status, code=exc.code)
