@@ -1,0 +1,259 @@
+"""Stream bookkeeping decisions, free of I/O: what is a duplicate, where a stream stood, and
+what to do with a backfill after a reconnect.
+
+A WebSocket stream loses whatever was sent while it was down. After a reconnect the
+``WebSocketSubscription`` policy fetches recent rows over REST (the *backfill*) and asks
+``plan_gap_fill`` which of them to apply and whether the backfill proves that nothing is
+missing. Everything here is a pure function of its arguments (``RecentRows`` is the one
+stateful helper, and it only remembers what it was shown), so the rules are tested without
+sockets::
+
+    recent = RecentRows(key=("trade_id",), maxlen=100_000)
+    fresh = recent.fresh(frame)              # rows whose key/content was not seen lately
+
+    plan = plan_gap_fill(backfill, key=("trade_id",), time_column="time",
+                         position=position, down_since=down_since, now=now)
+    plan.rows                                # backfill rows at or after the last seen one
+    plan.gap                                 # a Gap when the backfill cannot prove continuity
+
+Rules (a backfill *proves continuity* when it reaches back to where the stream stood):
+
+- the last seen row's key is in the backfill -> continuous;
+- the backfill's oldest row is at or before the last seen time (or, if nothing was seen,
+  before the stream went down) -> continuous;
+- the caller says the backfill is complete (it returns every row since the given time) ->
+  continuous;
+- otherwise rows between the last seen time and the backfill's oldest newer row may be
+  missing -> ``Gap(start=last seen time or down_since, end=that row's time or now)``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+
+from hubkit.types import Gap
+
+__all__ = [
+    "GapFill",
+    "RecentRows",
+    "StreamPosition",
+    "plan_gap_fill",
+    "stream_position",
+]
+
+
+class RecentRows:
+    """Remembers the last ``maxlen`` keys seen on a stream with a hash of each row's content.
+
+    ``fresh(frame)`` returns the rows that are new: a key not seen lately, or a key seen with
+    different content (a ticker that changed). A row equal to the last one seen for its key
+    is a duplicate and is dropped. Within one frame the last row per key wins. The memory is
+    bounded: the least recently seen keys are forgotten first.
+    """
+
+    def __init__(self, key: Sequence[str], maxlen: int = 100_000) -> None:
+        if maxlen < 1:
+            raise ValueError("maxlen must be at least 1")
+        self.key = tuple(key)
+        self.maxlen = maxlen
+        self._seen: OrderedDict[tuple[Any, ...], int] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._seen
+
+    def fresh(self, frame: pl.DataFrame, *, remember: bool = True) -> pl.DataFrame:
+        """The rows of ``frame`` not seen lately (see the class docstring).
+
+        With ``remember`` (the default) they are recorded as seen; pass False when the rows
+        are yet to be stored and call ``remember`` once they are, so a failed store does not
+        make them look like duplicates later."""
+        if frame.height == 0:
+            return frame
+        if frame.height > 1:
+            frame = frame.unique(subset=list(self.key), keep="last", maintain_order=True)
+        positions = [frame.columns.index(k) for k in self.key]
+        keep: list[bool] = []
+        seen = self._seen
+        for row in frame.iter_rows():
+            key = tuple(row[p] for p in positions)
+            digest = hash(row)
+            if seen.get(key) == digest:
+                seen.move_to_end(key)
+                keep.append(False)
+                continue
+            keep.append(True)
+            if remember:
+                seen[key] = digest
+                seen.move_to_end(key)
+        self._trim()
+        if all(keep):
+            return frame
+        return frame.filter(pl.Series(keep, dtype=pl.Boolean))
+
+    def remember(self, frame: pl.DataFrame) -> None:
+        """Record the rows of ``frame`` as seen (the last row per key wins)."""
+        if frame.height == 0:
+            return
+        positions = [frame.columns.index(k) for k in self.key]
+        seen = self._seen
+        for row in frame.iter_rows():
+            key = tuple(row[p] for p in positions)
+            seen[key] = hash(row)
+            seen.move_to_end(key)
+        self._trim()
+
+    def _trim(self) -> None:
+        seen = self._seen
+        while len(seen) > self.maxlen:
+            seen.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class StreamPosition:
+    """Where a stream stood: the key and time of the newest row applied from it.
+
+    ``to_cursor``/``from_cursor`` turn it into the text kept as the sink's sync cursor, so a
+    restarted sink knows where to backfill from. Key values that JSON cannot hold are kept
+    as text; compare keys with ``same_key``.
+    """
+
+    key: tuple[Any, ...] | None = None
+    time: datetime | None = None
+
+    def to_cursor(self) -> str:
+        return json.dumps(
+            {
+                "key": None if self.key is None else list(self.key),
+                "time": None if self.time is None else self.time.isoformat(),
+            },
+            default=str,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_cursor(cls, text: str | None) -> StreamPosition | None:
+        """Parse a cursor written by ``to_cursor``; None (not an error) for anything else."""
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or not ({"key", "time"} <= data.keys()):
+            return None
+        key = data["key"]
+        raw_time = data["time"]
+        try:
+            moment = None if raw_time is None else _utc(datetime.fromisoformat(raw_time))
+        except (TypeError, ValueError):
+            return None
+        return cls(key=None if key is None else tuple(key), time=moment)
+
+    def same_key(self, other: Sequence[Any]) -> bool:
+        """True if ``other`` is this position's key (compared as text, as a cursor keeps it)."""
+        if self.key is None or len(other) != len(self.key):
+            return False
+        return all(_text(a) == _text(b) for a, b in zip(self.key, other, strict=True))
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def stream_position(
+    frame: pl.DataFrame, *, key: Sequence[str], time_column: str | None
+) -> StreamPosition | None:
+    """The position after applying ``frame``: its newest row by ``time_column`` (the last row
+    when there is no time column or the times tie). None for an empty frame."""
+    if frame.height == 0:
+        return None
+    index = frame.height - 1
+    moment: datetime | None = None
+    if time_column is not None:
+        times = frame.get_column(time_column)
+        if times.null_count() < frame.height:
+            # the last occurrence of the maximum: stream order breaks ties
+            newest = times.max()
+            if isinstance(newest, datetime):
+                index = frame.height - 1 - int((times == newest).reverse().arg_max() or 0)
+                moment = _utc(newest)
+    row = frame.row(index, named=True)
+    return StreamPosition(key=tuple(row[k] for k in key), time=moment)
+
+
+@dataclass(frozen=True)
+class GapFill:
+    """What to do with a backfill: the rows to apply (oldest first) and the gap, if any."""
+
+    rows: pl.DataFrame
+    gap: Gap | None
+    covered: bool  # True when the backfill proves nothing between the stream's rows is missing
+
+
+def plan_gap_fill(
+    backfill: pl.DataFrame,
+    *,
+    key: Sequence[str],
+    time_column: str | None,
+    position: StreamPosition | None,
+    down_since: datetime,
+    now: datetime,
+    complete: bool = False,
+) -> GapFill:
+    """Decide what a backfill fills after a stream outage (rules in the module docstring).
+
+    ``backfill`` holds rows fetched after the reconnect; ``position`` is where the stream stood
+    before it went down (None if no row was ever seen); ``down_since`` when it went down;
+    ``complete`` that the backfill holds every row since the requested time. Rows older than
+    the last seen time are dropped (they were applied before, or predate the stream); rows are
+    not deduplicated here (see ``RecentRows``).
+    """
+    since = position.time if position is not None and position.time is not None else down_since
+    since = _utc(since)
+    rows = backfill
+    oldest_newer: datetime | None = None
+    covered = complete
+    if time_column is not None and backfill.height:
+        times = backfill.get_column(time_column)
+        oldest = times.min()
+        if isinstance(oldest, datetime) and _utc(oldest) <= since:
+            covered = True
+        rows = backfill.filter(pl.col(time_column) >= since).sort(
+            time_column, maintain_order=True, nulls_last=True
+        )
+        newer = rows.get_column(time_column).filter(rows.get_column(time_column) > since)
+        candidate = newer.min() if newer.len() else None
+        if isinstance(candidate, datetime):
+            oldest_newer = _utc(candidate)
+    if not covered and position is not None and position.key is not None and backfill.height:
+        for candidate_key in backfill.select(list(key)).iter_rows():
+            if position.same_key(candidate_key):
+                covered = True
+                break
+    if covered:
+        return GapFill(rows=rows, gap=None, covered=True)
+    end = oldest_newer if oldest_newer is not None else _utc(now)
+    if end < since:
+        end = since
+    if backfill.height:
+        reason = (
+            "the backfill does not reach back to the last row seen before the stream went "
+            "down; rows in between may be missing"
+        )
+    else:
+        reason = "the backfill returned no rows; rows sent while the stream was down may be missing"
+    return GapFill(rows=rows, gap=Gap(start=since, end=end, reason=reason), covered=False)
