@@ -16,7 +16,7 @@ SAMPLES = HERE.parent.parent / "shared" / "bybit" / "samples"
 SEED = 20240101
 
 # Reference prices (USD) per base coin; generated coins get a random price.
-PRICES: dict[str, float] = {
+BASE_PRICES: dict[str, float] = {
     "BTC": 97000.0, "ETH": 3400.0, "SOL": 190.0, "XRP": 2.3, "DOGE": 0.32, "ADA": 0.95,
     "AVAX": 38.0, "LINK": 22.0, "DOT": 7.1, "LTC": 105.0, "BCH": 450.0, "TRX": 0.25,
     "MATIC": 0.48, "ATOM": 6.8, "NEAR": 5.2, "APT": 9.1, "ARB": 0.78, "OP": 1.9, "SUI": 4.1,
@@ -56,7 +56,7 @@ def _fmt(value: float, tick: str) -> str:
 
 
 def _coins(rng: random.Random, n: int) -> list[str]:
-    coins = list(PRICES)
+    coins = list(BASE_PRICES)
     seen = set(coins)
     letters = "ABCDEFGHIJKLMNOPRSTUVWXYZ"
     while len(coins) < n:
@@ -67,16 +67,16 @@ def _coins(rng: random.Random, n: int) -> list[str]:
     return coins
 
 
-def _price(rng: random.Random, coin: str) -> float:
-    if coin in PRICES:
-        return PRICES[coin]
-    price = 10 ** rng.uniform(-3, 3)
-    PRICES[coin] = float(f"{price:.6g}")
-    return PRICES[coin]
+def _price(rng: random.Random, coin: str, prices: dict[str, float]) -> float:
+    """The reference price of a coin; generated coins get a random one, remembered in prices."""
+    if coin not in prices:
+        prices[coin] = float(f"{10 ** rng.uniform(-3, 3):.6g}")
+    return prices[coin]
 
 
 def _derivative(
     rng: random.Random,
+    prices: dict[str, float],
     *,
     symbol: str,
     symbol_id: int,
@@ -88,7 +88,7 @@ def _derivative(
     delivery: int = 0,
     inverse: bool = False,
 ) -> dict[str, Any]:
-    price = _price(rng, base)
+    price = _price(rng, base, prices)
     tick = _tick_for(price)
     lev = rng.choice(["25.00", "50.00", "75.00", "100.00"])
     qty_step = "1" if inverse else _tick_for(100_000 / max(price, 1e-9) * 10)
@@ -173,7 +173,26 @@ def _complete(item: dict[str, Any], defaults: dict[str, Any], symbol_id: int) ->
     return out
 
 
-def linear(rng: random.Random) -> tuple[list[dict[str, Any]], list[str]]:
+def _prelisting(rng: random.Random) -> dict[str, Any]:
+    """Pre-market auction phases (as in the real BIOUSDT sample), starting after 2026-12."""
+    start = 1_796_000_000_000 + rng.randint(0, 30) * 86_400_000
+    steps = [("CallAuction", 3_000_000), ("CallAuctionNoCancel", 300_000),
+             ("CrossMatching", 300_000)]  # fmt: skip
+    phases = []
+    t = start
+    for phase, length in steps:
+        phases.append({"phase": phase, "startTime": str(t), "endTime": str(t + length)})
+        t += length
+    phases.append({"phase": "ContinuousTrading", "startTime": str(t), "endTime": ""})
+    return {
+        "curAuctionPhase": "NotStarted",
+        "phases": phases,
+        "auctionFeeInfo": {"auctionFeeRate": "0", "takerFeeRate": "0.001", "makerFeeRate": "0.0004"},
+        "skipCallAuction": False,
+    }
+
+
+def linear(rng: random.Random, prices: dict[str, float]) -> tuple[list[dict[str, Any]], list[str]]:
     real = [
         _load("rest_instruments_linear.json")["result"]["list"][0],
         _load("rest_instruments_linear_prelisting.json")["result"]["list"][0],
@@ -192,18 +211,20 @@ def linear(rng: random.Random) -> tuple[list[dict[str, Any]], list[str]]:
             status = "Closed"
         elif roll < 0.02:
             status = "PreLaunch"
-        items.append(
-            _derivative(
-                rng, symbol=symbol, symbol_id=sid, base=coin, quote="USDT", settle="USDT",
-                contract_type="LinearPerpetual", status=status,
-            )
+        item = _derivative(
+            rng, prices, symbol=symbol, symbol_id=sid, base=coin, quote="USDT", settle="USDT",
+            contract_type="LinearPerpetual", status=status,
         )
+        if status == "PreLaunch":
+            item["isPreListing"] = True
+            item["preListingInfo"] = _prelisting(rng)
+        items.append(item)
         symbols.add(symbol)
     for coin in ["BTC", "ETH", "SOL", "XRP", "DOGE"]:  # USDC perpetuals
         sid += 1
         items.append(
             _derivative(
-                rng, symbol=f"{coin}PERP", symbol_id=sid, base=coin, quote="USDC", settle="USDC",
+                rng, prices, symbol=f"{coin}PERP", symbol_id=sid, base=coin, quote="USDC", settle="USDC",
                 contract_type="LinearPerpetual",
             )
         )
@@ -213,7 +234,7 @@ def linear(rng: random.Random) -> tuple[list[dict[str, Any]], list[str]]:
                 sid += 1
                 items.append(
                     _derivative(
-                        rng, symbol=symbol, symbol_id=sid, base=coin, quote=quote,
+                        rng, prices, symbol=symbol, symbol_id=sid, base=coin, quote=quote,
                         settle=quote, contract_type="LinearFutures", delivery=delivery,
                     )
                 )
@@ -221,7 +242,7 @@ def linear(rng: random.Random) -> tuple[list[dict[str, Any]], list[str]]:
     return items, [it["symbol"] for it in real]
 
 
-def inverse(rng: random.Random) -> tuple[list[dict[str, Any]], list[str]]:
+def inverse(rng: random.Random, prices: dict[str, float]) -> tuple[list[dict[str, Any]], list[str]]:
     markets = _load("rest_instruments_items_ccxt_markets.json")
     real = [markets["BTC/USD:BTC"], markets["LTC/USD:LTC"]]
     items = [_complete(it, LINEAR_DEFAULTS, 3000 + i) for i, it in enumerate(real)]
@@ -230,7 +251,7 @@ def inverse(rng: random.Random) -> tuple[list[dict[str, Any]], list[str]]:
         sid += 1
         items.append(
             _derivative(
-                rng, symbol=f"{coin}USD", symbol_id=sid, base=coin, quote="USD", settle=coin,
+                rng, prices, symbol=f"{coin}USD", symbol_id=sid, base=coin, quote="USD", settle=coin,
                 contract_type="InversePerpetual", inverse=True,
             )
         )
@@ -240,7 +261,7 @@ def inverse(rng: random.Random) -> tuple[list[dict[str, Any]], list[str]]:
             sid += 1
             items.append(
                 _derivative(
-                    rng, symbol=f"{coin}USD{month}", symbol_id=sid, base=coin, quote="USD",
+                    rng, prices, symbol=f"{coin}USD{month}", symbol_id=sid, base=coin, quote="USD",
                     settle=coin, contract_type="InverseFutures", delivery=delivery, inverse=True,
                 )
             )
@@ -248,17 +269,17 @@ def inverse(rng: random.Random) -> tuple[list[dict[str, Any]], list[str]]:
     return items, [it["symbol"] for it in real]
 
 
-def spot(rng: random.Random) -> tuple[list[dict[str, Any]], list[str]]:
+def spot(rng: random.Random, prices: dict[str, float]) -> tuple[list[dict[str, Any]], list[str]]:
     real = [_load("rest_instruments_spot.json")["result"]["list"][0]]
     defaults = {"symbolId": 0, "symbolType": "", "xstockMultiplier": "", "innovation": "0"}
     items = [_complete(real[0], defaults, 9)]
     sid = 100
-    for coin in list(PRICES)[:60]:
+    for coin in list(BASE_PRICES)[:60]:
         for quote in ("USDT", "USDC") if coin in ("BTC", "ETH", "SOL") else ("USDT",):
             symbol = f"{coin}{quote}"
             if symbol == "BTCUSDT":
                 continue
-            price = _price(rng, coin)
+            price = _price(rng, coin, prices)
             tick = _tick_for(price)
             base_precision = _tick_for(100_000 / max(price, 1e-9))
             sid += 1
@@ -294,7 +315,7 @@ def spot(rng: random.Random) -> tuple[list[dict[str, Any]], list[str]]:
     return items, [it["symbol"] for it in real]
 
 
-def option(rng: random.Random) -> tuple[list[dict[str, Any]], list[str]]:
+def option(rng: random.Random, prices: dict[str, float]) -> tuple[list[dict[str, Any]], list[str]]:
     markets = _load("rest_instruments_items_ccxt_markets.json")
     real = [
         _load("rest_instruments_option.json")["result"]["list"][0],
@@ -340,15 +361,16 @@ def option(rng: random.Random) -> tuple[list[dict[str, Any]], list[str]]:
 
 def main() -> None:
     rng = random.Random(SEED)
+    prices = dict(BASE_PRICES)
     for name, build in (("linear", linear), ("inverse", inverse), ("spot", spot), ("option", option)):
-        items, real = build(rng)
+        items, real = build(rng, prices)
         doc = {"category": name, "realSymbols": real, "list": items}
         path = HERE / f"instruments_{name}.json"
         path.write_text(json.dumps(doc, indent=1) + "\n")
         print(f"{path.name}: {len(items)} instruments ({len(real)} real)")
-    prices = {coin: PRICES[coin] for coin in sorted(PRICES)}
-    (HERE / "prices.json").write_text(json.dumps(prices, indent=1) + "\n")
-    print(f"prices.json: {len(prices)} base coins")
+    ordered = {coin: prices[coin] for coin in sorted(prices)}
+    (HERE / "prices.json").write_text(json.dumps(ordered, indent=1) + "\n")
+    print(f"prices.json: {len(ordered)} base coins")
 
 
 if __name__ == "__main__":

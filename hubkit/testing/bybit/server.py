@@ -260,6 +260,7 @@ class Hub:
         self.klines: dict[tuple[str, str], tuple[int, float, list[str] | None]] = {}
         self.messages_out = 0
         self.ws_connections_total = 0
+        self.tcp_connections_total = 0
         self.requests: dict[str, int] = {}
         self.request_log: list[tuple[str, dict[str, str]]] = []
         self.ip_hits: dict[str, deque[float]] = {}
@@ -648,6 +649,7 @@ class SimServer:
         assert task is not None
         self._tasks.add(task)
         self._writers.add(writer)
+        self.hub.tcp_connections_total += 1
         try:
             await self._serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):

@@ -314,6 +314,11 @@ class BybitSimulator:
         """WebSocket connections accepted since start."""
         return self.hub.ws_connections_total
 
+    @property
+    def tcp_connections_total(self) -> int:
+        """TCP connections accepted since start (keep-alive clients reuse one)."""
+        return self.hub.tcp_connections_total
+
     def subscribers(self, category: str, topic: str) -> int:
         """How many connections are subscribed to ``topic`` in ``category``."""
         return self._call(lambda: len(self.hub.subs.get((category, topic), ())))
