@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 
 @dataclass
@@ -167,6 +168,7 @@ class FakeBybitWs:
         self.max_args = max_args if max_args is not None else (10 if category == "spot" else None)
         self.bad_topics: set[str] = set()
         self.silent = False
+        self.muted: set[int] = set()  # connections (by index) that get no answers
         self.received: list[list[dict[str, Any]]] = []  # per connection
         self.subscribed: list[set[str]] = []
         self._connections: list[ServerConnection] = []
@@ -204,14 +206,17 @@ class FakeBybitWs:
         self.subscribed.append(set())
         self._connections.append(ws)
         self.connected.set()
-        async for raw in ws:
-            message = json.loads(raw)
-            self.received[index].append(message)
-            if self.silent:
-                continue
-            reply = self._answer(message, index)
-            if reply is not None:
-                await ws.send(json.dumps(reply))
+        try:
+            async for raw in ws:
+                message = json.loads(raw)
+                self.received[index].append(message)
+                if self.silent or index in self.muted:
+                    continue
+                reply = self._answer(message, index)
+                if reply is not None:
+                    await ws.send(json.dumps(reply))
+        except ConnectionClosed:
+            pass
 
     def _answer(self, message: dict[str, Any], index: int) -> dict[str, Any] | None:
         op = message.get("op")

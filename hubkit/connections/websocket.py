@@ -1,0 +1,834 @@
+"""A streaming connection over WebSocket (``websockets``): topics in, decoded frames out.
+
+::
+
+    conn = WebSocketConnection(
+        "wss://stream.bybit.com/v5/public/linear",
+        {"publicTrade": TopicDecoder(trade_spec, renamed({"p": "price", "v": "size"}))},
+        rest=HttpConnection(...),          # optional: fetch/create/... and gap backfill go here
+        on_error=print,                     # malformed frames, failed resubscribes, reconnects
+    )
+    await conn.subscribe(["publicTrade.BTCUSDT"])     # before or after connect()
+    await conn.connect()
+    async for event in conn.messages():
+        match event:
+            case Message(topic=topic, frame=frame): ...
+            case Reconnected(down_since=since): ...   # rows since ``since`` may be missing
+
+Promises:
+
+- ``subscribe``/``unsubscribe`` send the protocol's request (chunked to ``max_args`` topics) and
+  return when the server acknowledged it; a refusal raises ``ProtocolError`` naming the topic
+  and forgets it; no ack in ``ack_timeout`` raises ``RemoteTimeout``. Called while
+  disconnected or reconnecting, they only record the topics: the next (re)connect subscribes
+  them all.
+- A JSON ping every ``ping_interval`` seconds (the protocol's shape); pongs of every ByBit
+  category are recognised. No frame at all for ``silence_timeout`` seconds counts as a dead
+  connection.
+- A dropped or silent connection is reopened with exponential backoff and full jitter; every
+  topic is subscribed again, then ``messages()`` yields ``Reconnected(attempt, down_since)``
+  before any row from the new connection. Each failed attempt goes to ``on_error``. After
+  ``max_reconnects`` failed attempts in a row (default: never give up) ``messages()`` raises
+  ``TransportError``.
+- A frame that does not decode (not JSON, wrong types, missing fields, rows that
+  ``spec.from_wire`` refuses, a topic without decoder) is skipped whole and reported to
+  ``on_error`` as ``DecodeError`` naming the field; the stream goes on. Nothing partial from
+  a frame is ever yielded.
+- Backpressure: frames wait in a bounded queue (``max_buffer`` frames) between the reader and
+  ``messages()``. When it is full the reader stops reading; ``websockets`` then stops reading
+  the socket once its own small buffer fills, and TCP flow control slows the sender. Nothing
+  is dropped. The silence watchdog does not count time spent waiting on a full queue. A
+  consumer that stalls for long may still be disconnected by the server; the stream then
+  reconnects as above. Acks are read by the same reader, so call ``subscribe`` while something
+  drains ``messages()``.
+- ``messages()`` coalesces: frames of one topic and kind already waiting in the queue (up to
+  ``batch`` frames) become one ``Message`` whose frame holds their rows in arrival order. At
+  low rates that is one frame per message; under load it saves per-frame decode overhead.
+- Single consumer: iterate ``messages()`` from one task. Use the connection from one loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from hubkit.connections.retry import Backoff, Sleep
+from hubkit.connections.wsproto import BybitWsProtocol, WsAck, WsData, WsPong, WsProtocol, chunked
+from hubkit.errors import (
+    ClosedError,
+    DecodeError,
+    HubkitError,
+    ProtocolError,
+    RemoteTimeout,
+    TransportError,
+)
+from hubkit.types import Connection, ErrorHandler, Message, Reconnected, StreamEvent
+
+if TYPE_CHECKING:
+    from hubkit.entity import EntitySpec
+
+__all__ = [
+    "Extractor",
+    "TopicDecoder",
+    "WebSocketConnection",
+    "default_extract",
+    "renamed",
+]
+
+logger = logging.getLogger("hubkit.connections")
+
+Extractor = Callable[[Any], Sequence[Mapping[str, Any]]]
+"""Turns a frame's ``data`` into the JSON objects ``spec.from_wire`` decodes."""
+
+
+def default_extract(data: Any) -> Sequence[Mapping[str, Any]]:
+    """A list of objects stays as it is; one object becomes a one-row list."""
+    if isinstance(data, list):
+        return data
+    if isinstance(data, Mapping):
+        return [data]
+    raise DecodeError(f"data is a {type(data).__name__}, not a list or object", field="data")
+
+
+def renamed(names: Mapping[str, str], extract: Extractor = default_extract) -> Extractor:
+    """An extractor that renames keys (``{"p": "price"}``) in every item; others are kept."""
+
+    def extractor(data: Any) -> Sequence[Mapping[str, Any]]:
+        items = extract(data)
+        out: list[Mapping[str, Any]] = []
+        for item in items:
+            if not isinstance(item, Mapping):
+                raise DecodeError("an item of data is not an object", field="data")
+            out.append({names.get(key, key): value for key, value in item.items()})
+        return out
+
+    return extractor
+
+
+@dataclass(frozen=True)
+class TopicDecoder:
+    """How frames of one topic family become rows: ``spec.from_wire(extract(data))``."""
+
+    spec: EntitySpec
+    extract: Extractor = field(default=default_extract)
+
+
+@dataclass(slots=True)
+class _Raw:
+    """A data frame waiting in the queue, not yet decoded into a Polars frame."""
+
+    topic: str
+    kind: str
+    items: Sequence[Mapping[str, Any]]
+    decoder: TopicDecoder
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    error: HubkitError
+
+
+_END = object()  # queue sentinel: the stream was closed
+
+_QueueItem = Any  # _Raw | Reconnected | _Failure | _END
+
+
+@dataclass
+class _Channel:
+    """The queue between the reader and one run of ``messages()``; replaced after a close."""
+
+    queue: asyncio.Queue[_QueueItem]
+    closed: bool = False
+
+
+@dataclass
+class _PendingAck:
+    op: str
+    topics: list[str]
+    future: asyncio.Future[WsAck]
+
+
+class WebSocketConnection:
+    """A ``hubkit.StreamingConnection`` over WebSocket; see the module docstring for promises.
+
+    ``WebSocketConnection(url, decoders, *, protocol=BybitWsProtocol(), rest=None,
+    on_error=None, ping_interval=20.0, silence_timeout=45.0, ack_timeout=10.0,
+    backoff=Backoff(base=0.5, cap=30.0), max_reconnects=None, sleep=asyncio.sleep,
+    max_buffer=1024, batch=256, open_timeout=10.0, max_size=16 MiB, compression=None)``
+
+    ``decoders`` maps a topic, or a dotted prefix of it (``"publicTrade"``, ``"kline.5"``), to a
+    ``TopicDecoder``, a ``(spec, extractor)`` pair or a bare ``EntitySpec``; the longest match
+    wins. ``rest`` serves ``fetch``/``create``/``update``/``remove`` (gap backfill); without it
+    they raise ``ProtocolError``. ``sleep`` is used for reconnect waits only (injectable).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        decoders: Mapping[str, TopicDecoder | tuple[EntitySpec, Extractor] | EntitySpec],
+        *,
+        protocol: WsProtocol | None = None,
+        rest: Connection | None = None,
+        on_error: ErrorHandler | None = None,
+        ping_interval: float | None = 20.0,
+        silence_timeout: float | None = 45.0,
+        ack_timeout: float = 10.0,
+        backoff: Backoff | None = None,
+        max_reconnects: int | None = None,
+        sleep: Sleep = asyncio.sleep,
+        max_buffer: int = 1024,
+        batch: int = 256,
+        open_timeout: float = 10.0,
+        max_size: int | None = 16 * 2**20,
+        compression: str | None = None,
+    ) -> None:
+        self.url = url
+        self._decoders = {topic: _as_decoder(value) for topic, value in decoders.items()}
+        self._resolved: dict[str, TopicDecoder | None] = {}
+        self.protocol: WsProtocol = protocol if protocol is not None else BybitWsProtocol()
+        self.rest = rest
+        self._on_error = on_error
+        self.ping_interval = ping_interval
+        self.silence_timeout = silence_timeout
+        self.ack_timeout = ack_timeout
+        self.backoff = backoff if backoff is not None else Backoff(base=0.5, cap=30.0)
+        self.max_reconnects = max_reconnects
+        self._sleep = sleep
+        self._batch = max(1, batch)
+        self._max_buffer = max(1, max_buffer)
+        self._open_timeout = open_timeout
+        self._max_size = max_size
+        self._compression = compression
+
+        self._topics: dict[str, None] = {}  # desired topics, in subscription order
+        self._channel = _Channel(asyncio.Queue(self._max_buffer))
+        self._ws: ClientConnection | None = None
+        self._streaming = False  # the reader owns the socket and handles acks
+        self._stopping = False
+        self._reader: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
+        self._pending: dict[str, _PendingAck] = {}
+        self._req_ids = itertools.count(1)
+        self._unknown_topics: set[str] = set()
+        self._last_frame = 0.0  # loop time of the last frame received
+        self._blocked = False  # the reader waits on a full queue
+        self._drop_reason: str | None = None
+
+        self.frames_received = 0
+        self.decode_errors = 0
+        self.reconnects = 0
+        self.pongs = 0
+        self.last_pong_at: float | None = None  # time.monotonic()
+        self.last_error: HubkitError | None = None
+
+    def __repr__(self) -> str:
+        state = "connected" if self.is_connected else "disconnected"
+        return (
+            f"<WebSocketConnection {self.url} topics={len(self._topics)} "
+            f"reconnects={self.reconnects} {state}>"
+        )
+
+    # -- properties -----------------------------------------------------------------------
+
+    @property
+    def is_connected(self) -> bool:
+        """True while a socket is open and subscribed (False while reconnecting)."""
+        return self._ws is not None and self._streaming
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """The topics this connection keeps subscribed."""
+        return tuple(self._topics)
+
+    @property
+    def buffered(self) -> int:
+        """Frames waiting in the queue for ``messages()``."""
+        return self._channel.queue.qsize()
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the socket, subscribe every recorded topic, start reading. Idempotent.
+
+        Raises ``TransportError``/``RemoteTimeout`` when the server cannot be reached or does not
+        ack in time, ``ProtocolError`` naming the topics it refused (those are forgotten); on
+        error nothing is left open.
+        """
+        if self._reader is not None and not self._reader.done():
+            return
+        self._stopping = False
+        if self._channel.closed:
+            self._channel = _Channel(asyncio.Queue(self._max_buffer))
+        ws = await self._open()
+        try:
+            early, failures = await self._handshake(ws)
+            if failures:
+                raise failures[0] if len(failures) == 1 else _merge(failures)
+        except BaseException:
+            await _abort(ws)
+            raise
+        self._ws = ws
+        self._streaming = True
+        self._reader = asyncio.create_task(
+            self._run(ws, early), name=f"hubkit-ws-reader {self.url}"
+        )
+        if self.ping_interval or self.silence_timeout:
+            self._keeper = asyncio.create_task(self._keepalive(), name="hubkit-ws-keepalive")
+        if self.rest is not None:
+            await self.rest.connect()
+
+    async def disconnect(self) -> None:
+        """Stop reading, close the socket, end ``messages()`` after what is buffered."""
+        self._stopping = True
+        for task in (self._keeper, self._reader):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._keeper = self._reader = None
+        ws, self._ws = self._ws, None
+        self._streaming = False
+        self._fail_pending(ClosedError("the WebSocket connection was closed"))
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), timeout=2.0)
+            await _abort(ws)
+        self._end_channel()
+        if self.rest is not None:
+            await self.rest.disconnect()
+
+    async def __aenter__(self) -> WebSocketConnection:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.disconnect()
+
+    async def reconnect(self) -> None:
+        """Drop the socket on purpose; the stream reconnects and yields ``Reconnected``."""
+        ws = self._ws
+        if ws is None or self._reader is None or self._reader.done():
+            await self.connect()
+            return
+        self._drop(ws, "reconnect requested")
+
+    def _end_channel(self) -> None:
+        channel = self._channel
+        channel.closed = True
+        with contextlib.suppress(asyncio.QueueFull):
+            channel.queue.put_nowait(_END)
+
+    # -- topics ---------------------------------------------------------------------------
+
+    async def subscribe(self, topics: Sequence[str]) -> None:
+        """Subscribe ``topics`` (see the module docstring). Already-kept topics are skipped."""
+        new = [topic for topic in dict.fromkeys(_check_topics(topics)) if topic not in self._topics]
+        for topic in new:
+            self._topics[topic] = None
+        ws = self._ws
+        if not new or ws is None or not self._streaming:
+            return
+        waits = await self._send_op(ws, "subscribe", new)
+        await self._settle("subscribe", waits, forget=True)
+
+    async def unsubscribe(self, topics: Sequence[str]) -> None:
+        """Stop ``topics``; rows already buffered for them are still delivered."""
+        gone = [topic for topic in dict.fromkeys(_check_topics(topics)) if topic in self._topics]
+        for topic in gone:
+            del self._topics[topic]
+        ws = self._ws
+        if not gone or ws is None or not self._streaming:
+            return
+        waits = await self._send_op(ws, "unsubscribe", gone)
+        await self._settle("unsubscribe", waits, forget=False)
+
+    async def _send_op(
+        self, ws: ClientConnection, op: str, topics: Sequence[str]
+    ) -> list[_PendingAck]:
+        loop = asyncio.get_running_loop()
+        waits: list[_PendingAck] = []
+        for chunk in chunked(topics, self.protocol.max_args):
+            req_id = str(next(self._req_ids))
+            pending = _PendingAck(op, chunk, loop.create_future())
+            self._pending[req_id] = pending
+            waits.append(pending)
+            if op == "subscribe":
+                text = self.protocol.subscribe(chunk, req_id)
+            else:
+                text = self.protocol.unsubscribe(chunk, req_id)
+            try:
+                await ws.send(text)
+            except ConnectionClosed as exc:
+                self._forget(waits)
+                raise TransportError(f"{op} {chunk}: the connection closed") from exc
+        return waits
+
+    async def _settle(self, op: str, waits: list[_PendingAck], *, forget: bool) -> None:
+        """Wait for the reader to deliver the acks of ``waits``; raise on refusal."""
+        try:
+            async with asyncio.timeout(self.ack_timeout):
+                acks = [await pending.future for pending in waits]
+        except TimeoutError as exc:
+            self._forget(waits)
+            topics = [topic for pending in waits for topic in pending.topics]
+            raise RemoteTimeout(f"no {op} ack for {topics} in {self.ack_timeout:g} s") from exc
+        failures = self._refusals(op, waits, acks, forget=forget)
+        if failures:
+            raise failures[0] if len(failures) == 1 else _merge(failures)
+
+    def _refusals(
+        self, op: str, waits: Sequence[_PendingAck], acks: Sequence[WsAck], *, forget: bool
+    ) -> list[ProtocolError]:
+        failures: list[ProtocolError] = []
+        for pending, ack in zip(waits, acks, strict=True):
+            if ack.success and not ack.failed:
+                continue
+            refused = [topic for topic in ack.failed if topic in pending.topics] or list(
+                ack.failed or pending.topics
+            )
+            if forget:
+                for topic in refused:
+                    self._topics.pop(topic, None)
+            reason = ack.message or "refused"
+            failures.append(
+                ProtocolError(f"{op} refused for {', '.join(refused)}: {reason}", temporary=False)
+            )
+        return failures
+
+    def _forget(self, waits: Sequence[_PendingAck]) -> None:
+        for req_id, pending in list(self._pending.items()):
+            if pending in waits:
+                del self._pending[req_id]
+
+    def _fail_pending(self, error: HubkitError) -> None:
+        pending, self._pending = self._pending, {}
+        for item in pending.values():
+            if not item.future.done():
+                item.future.set_exception(error)
+                # Mark the exception retrieved: nobody may be waiting on this future any more.
+                item.future.exception()
+
+    def _on_ack(self, ack: WsAck) -> None:
+        """Match an ack to its request: by req_id, else by the topics it names, else oldest."""
+        key: str | None = None
+        if ack.req_id is not None and ack.req_id in self._pending:
+            key = ack.req_id
+        elif ack.succeeded or ack.failed:
+            named = set(ack.succeeded) | set(ack.failed)
+            key = next(
+                (k for k, pending in self._pending.items() if named & set(pending.topics)), None
+            )
+        if key is None and self._pending:
+            same_op = [k for k, pending in self._pending.items() if pending.op == ack.op]
+            key = same_op[0] if same_op else next(iter(self._pending))
+        if key is None:
+            logger.debug("ignoring an ack nobody waits for: %s", ack)
+            return
+        pending = self._pending.pop(key)
+        if not pending.future.done():
+            pending.future.set_result(ack)
+
+    # -- the socket -----------------------------------------------------------------------
+
+    async def _open(self) -> ClientConnection:
+        try:
+            ws = await connect(
+                self.url,
+                open_timeout=self._open_timeout,
+                ping_interval=None,  # ByBit wants JSON pings; the keepalive task sends them
+                max_size=self._max_size,
+                compression=self._compression,
+                close_timeout=2.0,
+            )
+        except TimeoutError as exc:
+            raise RemoteTimeout(f"WebSocket {self.url}: no handshake in time") from exc
+        except (OSError, InvalidHandshake, InvalidURI) as exc:
+            raise TransportError(f"WebSocket {self.url}: could not connect ({exc})") from exc
+        self._last_frame = asyncio.get_running_loop().time()
+        return ws
+
+    async def _handshake(
+        self, ws: ClientConnection
+    ) -> tuple[list[_QueueItem], list[ProtocolError]]:
+        """Subscribe every kept topic on a fresh socket, reading frames inline until acked.
+
+        Returns the data frames that arrived meanwhile and the refusals. Topics recorded while
+        this runs are subscribed too.
+        """
+        early: list[_QueueItem] = []
+        failures: list[ProtocolError] = []
+        sent: set[str] = set()
+        while todo := [topic for topic in self._topics if topic not in sent]:
+            sent.update(todo)
+            waits = await self._send_op(ws, "subscribe", todo)
+            await self._read_until_acked(ws, waits, early)
+            acks = [pending.future.result() for pending in waits]
+            failures.extend(self._refusals("subscribe", waits, acks, forget=True))
+        return early, failures
+
+    async def _read_until_acked(
+        self, ws: ClientConnection, waits: list[_PendingAck], early: list[_QueueItem]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ack_timeout
+        while not all(pending.future.done() for pending in waits):
+            remaining = deadline - loop.time()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                async with asyncio.timeout(remaining):
+                    raw = await ws.recv(decode=False)
+            except TimeoutError as exc:
+                self._forget(waits)
+                topics = [topic for pending in waits for topic in pending.topics]
+                raise RemoteTimeout(
+                    f"no subscribe ack for {topics} in {self.ack_timeout:g} s"
+                ) from exc
+            except ConnectionClosed as exc:
+                self._forget(waits)
+                raise TransportError("the connection closed while subscribing") from exc
+            self._last_frame = loop.time()
+            item = self._handle(raw)
+            if item is not None:
+                early.append(item)
+
+    def _drop(self, ws: ClientConnection, reason: str) -> None:
+        """Kill the socket now; the reader sees it closed and reconnects."""
+        self._drop_reason = reason
+        transport = ws.transport
+        if transport is not None:
+            transport.abort()
+
+    async def _run(self, ws: ClientConnection, early: list[_QueueItem]) -> None:
+        """The reader task: read, reconnect on loss, until cancelled or out of attempts."""
+        try:
+            for item in early:
+                await self._put(item)
+            while True:
+                reason = await self._read_until_lost(ws)
+                if self._stopping:
+                    return
+                ws = await self._reconnect(reason)
+        except HubkitError as exc:
+            await self._give_up(exc)
+        except Exception as exc:
+            logger.exception("the WebSocket reader of %s failed", self.url)
+            error = TransportError(f"WebSocket {self.url}: the reader failed ({exc!r})")
+            error.__cause__ = exc
+            await self._give_up(error)
+
+    async def _give_up(self, error: HubkitError) -> None:
+        """Out of reconnect attempts (or broken): the consumer sees the error, then the end."""
+        self._ws = None
+        self._streaming = False
+        self._fail_pending(error)
+        self._report(error)
+        await self._put(_Failure(error))
+
+    async def _read_until_lost(self, ws: ClientConnection) -> str:
+        """Read frames until the socket fails; returns why."""
+        try:
+            await self._read(ws)
+        except ConnectionClosed as exc:
+            reason = f"connection closed ({exc})"
+        except OSError as exc:
+            reason = f"connection failed ({exc})"
+        else:  # pragma: no cover - _read only returns by raising
+            reason = "connection ended"
+        reason = self._drop_reason or reason
+        self._drop_reason = None
+        return reason
+
+    async def _read(self, ws: ClientConnection) -> None:
+        loop = asyncio.get_running_loop()
+        queue = self._channel.queue
+        handle = self._handle
+        recv = ws.recv
+        while True:
+            raw = await recv(decode=False)
+            self._last_frame = loop.time()
+            item = handle(raw)
+            if item is not None:
+                try:
+                    queue.put_nowait(item)
+                except asyncio.QueueFull:
+                    await self._put(item)
+
+    async def _put(self, item: _QueueItem) -> None:
+        """Queue ``item``, waiting while the queue is full (the watchdog holds off meanwhile)."""
+        self._blocked = True
+        try:
+            await self._channel.queue.put(item)
+        finally:
+            self._blocked = False
+            self._last_frame = asyncio.get_running_loop().time()
+
+    async def _reconnect(self, reason: str) -> ClientConnection:
+        down_since = datetime.now(UTC)
+        self._ws = None
+        self._streaming = False
+        self._fail_pending(TransportError(f"the connection was lost: {reason}"))
+        logger.info("WebSocket %s lost (%s); reconnecting", self.url, reason)
+        attempt = 0
+        while True:
+            if self.max_reconnects is not None and attempt >= self.max_reconnects:
+                raise TransportError(
+                    f"WebSocket {self.url}: gave up after {attempt} reconnect attempts ({reason})"
+                )
+            await self._sleep(self.backoff.delay(attempt))
+            attempt += 1
+            ws: ClientConnection | None = None
+            try:
+                ws = await self._open()
+                early, failures = await self._handshake(ws)
+            except HubkitError as exc:
+                if ws is not None:
+                    await _abort(ws)
+                reason = str(exc)
+                self._report(exc)
+                continue
+            for failure in failures:
+                self._report(failure)
+            self.reconnects += 1
+            self._ws = ws
+            self._streaming = True
+            await self._put(Reconnected(attempt=attempt, down_since=down_since))
+            for item in early:
+                await self._put(item)
+            return ws
+
+    async def _keepalive(self) -> None:
+        """Send pings every ``ping_interval``; drop a socket silent for ``silence_timeout``."""
+        loop = asyncio.get_running_loop()
+        ping_every = self.ping_interval or float("inf")
+        check_every = self.silence_timeout / 4 if self.silence_timeout else float("inf")
+        next_ping = loop.time() + ping_every
+        next_check = loop.time() + check_every
+        while True:
+            await asyncio.sleep(max(0.0, min(next_ping, next_check) - loop.time()))
+            now = loop.time()
+            ws = self._ws
+            if ws is None or not self._streaming:
+                next_ping, next_check = now + ping_every, now + check_every
+                continue
+            if now >= next_check:
+                next_check = now + check_every
+                silent = now - self._last_frame
+                if self.silence_timeout and not self._blocked and silent > self.silence_timeout:
+                    self._drop(ws, f"no frame for {silent:.1f} s")
+                    continue
+            if now >= next_ping:
+                next_ping = now + ping_every
+                text = self.protocol.ping(str(next(self._req_ids)))
+                if text is not None:
+                    with contextlib.suppress(ConnectionClosed):
+                        await ws.send(text)
+
+    # -- frames ---------------------------------------------------------------------------
+
+    def _handle(self, raw: bytes | str) -> _Raw | None:
+        """Parse one frame: control frames are acted on here, data frames are returned."""
+        try:
+            event = self.protocol.parse(raw)
+        except DecodeError as exc:
+            self._decode_failed(exc)
+            return None
+        if type(event) is WsData:
+            self.frames_received += 1
+            decoder = self._decoder_for(event.topic)
+            if decoder is None:
+                return None
+            try:
+                items = decoder.extract(event.data)
+            except Exception as exc:
+                self._decode_failed(_decode_error(exc, "cannot extract rows", "data"), event.topic)
+                return None
+            return _Raw(event.topic, event.kind, items, decoder, time.monotonic())
+        if type(event) is WsAck:
+            self._on_ack(event)
+        elif type(event) is WsPong:
+            self.pongs += 1
+            self.last_pong_at = time.monotonic()
+        return None
+
+    def _decoder_for(self, topic: str) -> TopicDecoder | None:
+        try:
+            return self._resolved[topic]
+        except KeyError:
+            pass
+        decoder = None
+        parts = topic.split(".")
+        for end in range(len(parts), 0, -1):
+            decoder = self._decoders.get(".".join(parts[:end]))
+            if decoder is not None:
+                break
+        self._resolved[topic] = decoder
+        if decoder is None and topic not in self._unknown_topics:
+            self._unknown_topics.add(topic)
+            self._decode_failed(DecodeError(f"no decoder for topic {topic!r}", field="topic"))
+        return decoder
+
+    def _decode_failed(self, exc: DecodeError, topic: str | None = None) -> None:
+        self.decode_errors += 1
+        if topic is not None and topic not in str(exc):
+            exc.args = (f"{topic}: {exc}", *exc.args[1:])
+        self._report(exc)
+
+    def _report(self, exc: HubkitError) -> None:
+        self.last_error = exc
+        if self._on_error is None:
+            logger.warning("WebSocket %s: %s", self.url, exc)
+            return
+        try:
+            self._on_error(exc)
+        except Exception:
+            logger.exception("the WebSocket error handler failed")
+
+    def _decode_group(self, group: list[_Raw]) -> Message | None:
+        """One ``Message`` from a run of frames of one topic and kind; bad frames are skipped
+        whole (the run is decoded in one call, and frame by frame only if that fails)."""
+        first = group[0]
+        if len(group) > 1:
+            try:
+                frame = first.decoder.spec.from_wire([item for raw in group for item in raw.items])
+            except Exception:
+                pass  # find the bad frames one by one below
+            else:
+                return Message(first.topic, frame, first.kind, first.received_at)
+        frames = [frame for raw in group if (frame := self._decode_one(raw)) is not None]
+        if not frames:
+            return None
+        frame = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
+        return Message(first.topic, frame, first.kind, first.received_at)
+
+    def _decode_one(self, raw: _Raw) -> pl.DataFrame | None:
+        try:
+            frame: pl.DataFrame = raw.decoder.spec.from_wire(raw.items)
+        except Exception as exc:
+            self._decode_failed(_decode_error(exc, "rows do not decode", None), raw.topic)
+            return None
+        return frame
+
+    async def messages(self) -> AsyncIterator[StreamEvent]:
+        """Decoded ``Message``s and ``Reconnected`` events, in arrival order per topic.
+
+        Ends after ``disconnect()`` once the buffer is drained; raises ``TransportError`` when
+        reconnecting gave up. One consumer at a time.
+        """
+        channel = self._channel
+        queue = channel.queue
+        carry: _QueueItem | None = None
+        while True:
+            if carry is not None:
+                item, carry = carry, None
+            else:
+                if channel.closed and queue.empty():
+                    return
+                item = await queue.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            if not isinstance(item, _Raw):
+                yield item
+                continue
+            # Coalesce what is already waiting into runs: one run per topic while the kind
+            # stays the same (a snapshot after deltas starts a new run, so order is kept).
+            runs: list[list[_Raw]] = [[item]]
+            latest: dict[str, list[_Raw]] = {item.topic: runs[0]}
+            taken = 1
+            while taken < self._batch:
+                try:
+                    nxt = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                if not isinstance(nxt, _Raw):
+                    carry = nxt
+                    break
+                taken += 1
+                run = latest.get(nxt.topic)
+                if run is not None and run[-1].kind == nxt.kind:
+                    run.append(nxt)
+                else:
+                    run = [nxt]
+                    runs.append(run)
+                    latest[nxt.topic] = run
+            for run in runs:
+                message = self._decode_group(run)
+                if message is not None:
+                    yield message
+
+    # -- Connection verbs (delegated to ``rest``) -----------------------------------------
+
+    def _rest(self, verb: str) -> Connection:
+        if self.rest is None:
+            raise ProtocolError(
+                f"{verb}: this WebSocket connection has no REST connection", temporary=False
+            )
+        return self.rest
+
+    async def fetch(
+        self, spec: EntitySpec, params: Mapping[str, Any] | None = None
+    ) -> pl.DataFrame:
+        """``rest.fetch`` (e.g. to backfill a gap after ``Reconnected``)."""
+        return await self._rest("fetch").fetch(spec, params)
+
+    async def create(self, spec: EntitySpec, row: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        return await self._rest("create").create(spec, row)
+
+    async def update(self, spec: EntitySpec, row: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        return await self._rest("update").update(spec, row)
+
+    async def remove(self, spec: EntitySpec, key: Mapping[str, Any]) -> None:
+        await self._rest("remove").remove(spec, key)
+
+
+def _as_decoder(value: TopicDecoder | tuple[EntitySpec, Extractor] | EntitySpec) -> TopicDecoder:
+    if isinstance(value, TopicDecoder):
+        return value
+    if isinstance(value, tuple):
+        spec, extract = value
+        return TopicDecoder(spec, extract)
+    return TopicDecoder(value)
+
+
+def _check_topics(topics: Sequence[str]) -> list[str]:
+    if isinstance(topics, str):
+        raise TypeError("topics must be a list of strings, not one string")
+    for topic in topics:
+        if not isinstance(topic, str) or not topic:
+            raise TypeError(f"a topic must be a non-empty string, not {topic!r}")
+    return list(topics)
+
+
+def _merge(failures: Sequence[ProtocolError]) -> ProtocolError:
+    return ProtocolError("; ".join(str(failure) for failure in failures), temporary=False)
+
+
+def _decode_error(exc: Exception, what: str, field: str | None) -> DecodeError:
+    """``exc`` as a ``DecodeError`` (unchanged if it already is one)."""
+    if isinstance(exc, DecodeError):
+        return exc
+    error = DecodeError(f"{what}: {exc}", field=getattr(exc, "field", None) or field)
+    error.__cause__ = exc
+    return error
+
+
+async def _abort(ws: ClientConnection) -> None:
+    transport = ws.transport
+    if transport is not None:
+        transport.abort()
+    with contextlib.suppress(Exception):
+        await ws.wait_closed()
