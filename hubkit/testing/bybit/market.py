@@ -162,7 +162,7 @@ class Market:
         return chain[:6]
 
     def _live_start(self, now: int) -> int:
-        return (now - self.history_ms) // MINUTE * MINUTE
+        return now - self.history_ms
 
     def _new_state(self, inst: Instrument, now: int) -> SymbolState:
         start = self._live_start(now)

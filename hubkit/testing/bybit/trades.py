@@ -100,7 +100,7 @@ class SymbolState:
 
     inst: Instrument
     path: PricePath
-    live_start: int  # ms, minute-aligned: trades exist from here on
+    live_start: int  # ms: trades exist from here on
     start_price: int  # price units at live_start
     price: int
     last_nonzero_up: bool = True
