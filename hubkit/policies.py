@@ -57,7 +57,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import polars as pl
 
-from hubkit.errors import DecodeError, HubkitError, Rejected, RemoteError, SyncError
+from hubkit.errors import (
+    DecodeError,
+    HubkitError,
+    Rejected,
+    RemoteError,
+    SyncError,
+    ValidationError,
+)
 from hubkit.gapfill import RecentRows, StreamPosition, plan_gap_fill, stream_position
 from hubkit.types import (
     Connection,
@@ -622,6 +629,7 @@ class Bidirectional:
         next_pull = loop.time()  # push and pull at start
         failures = 0
         requested = False
+        pulled = False  # the last pull succeeded: a completed push then means FULL_SYNC
         while True:
             pull = failures > 0 or loop.time() >= next_pull
             if requested and not pull and push_delay > 0:
@@ -634,13 +642,17 @@ class Bidirectional:
                         outcome = await push_pending(ctx, max_attempts=self.max_attempts)
                         if outcome.error is not None:
                             raise outcome.error
-                        ctx.set_status(SyncStatus.LOCAL_DATA_PUSHED)
+                        ctx.set_status(
+                            SyncStatus.FULL_SYNC if pulled else SyncStatus.LOCAL_DATA_PUSHED
+                        )
                 failures = 0
                 if pull:
+                    pulled = True
                     next_pull = loop.time() + interval
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                pulled = False
                 failures += 1
                 ctx.set_status(SyncStatus.OUT_OF_SYNC)
                 ctx.report_error(exc)
@@ -678,7 +690,8 @@ class Bidirectional:
                         push=True,
                         reason="conflict: local and remote versions were merged",
                     )
-            if plan.merged:
+            if plan.merged or (outcome.error is not None and plan.remote_won):
+                # merged rows wait to be pushed; a conflict may have cleared a blocked entry
                 outcome = await push_pending(ctx, max_attempts=self.max_attempts)
         except Exception:
             ctx.set_status(SyncStatus.OUT_OF_SYNC)
@@ -840,33 +853,34 @@ class _Stream:
                         if isinstance(ctx, SinkContext):
                             ctx.note_reconnect()
                         await self.fill(self.position, event.down_since)
-                    else:
+                        continue
+                    try:
                         await self.apply(event)
+                    except (DecodeError, ValidationError) as exc:
+                        # a malformed message: nothing of it is stored, the stream goes on
+                        ctx.report_error(exc)
                 # the iteration ended: the stream was closed under us (e.g. disconnected)
                 down_since = _now()
                 subscribe = True
                 ctx.set_status(SyncStatus.OUT_OF_SYNC)
             except asyncio.CancelledError:
                 raise
-            except DecodeError as exc:
-                # a malformed frame: its rows are lost but the stream is fine
-                ctx.report_error(exc)
-                if not self.connection.is_connected:
-                    down_since = down_since or _now()
-                    subscribe = True
             except Exception as exc:
+                # e.g. the store was locked or the connection gave up: rows may be lost, so
+                # backfill from the last stored position once we can
                 ctx.report_error(exc)
                 ctx.set_status(SyncStatus.OUT_OF_SYNC)
+                down_since = down_since or _now()
                 if not self.connection.is_connected:
-                    down_since = down_since or _now()
                     subscribe = True
                 failures += 1
             await asyncio.sleep(backoff_delay(failures, cap=_seconds(policy.max_backoff)))
 
     async def apply(self, message: Message) -> None:
-        frame = self.spec.to_frame(message.frame)
         if message.kind == "delta" and self.policy.merge_deltas:
-            frame = await self._merge_delta(frame)
+            frame = self.spec.to_frame(await self._merge_delta(message.frame))
+        else:
+            frame = self.spec.to_frame(message.frame)
         fresh = self.recent.fresh(frame, remember=False)
         position = stream_position(frame, key=self.key, time_column=self.time_column)
         if fresh.height:
@@ -877,19 +891,29 @@ class _Stream:
         if position is not None:
             self.position = position
 
-    async def _merge_delta(self, frame: pl.DataFrame) -> pl.DataFrame:
-        if not isinstance(self.ctx, SinkContext) or frame.height == 0:
-            return frame
-        current = await self.ctx.rows(frame.select(list(self.key)))
-        if current.height == 0:
-            return frame
+    async def _merge_delta(self, delta: pl.DataFrame) -> pl.DataFrame:
+        """Fill the fields a delta leaves out (missing or null) from the current local row."""
+        if not isinstance(self.ctx, SinkContext) or delta.height == 0:
+            return delta
+        schema = self.spec.schema
         key = list(self.key)
-        others = [c for c in frame.columns if c not in self.key]
-        joined = frame.join(current, on=key, how="left", suffix="__old", nulls_equal=True)
-        return joined.select(
-            *key,
-            *[pl.coalesce(pl.col(c), pl.col(f"{c}__old")).alias(c) for c in others],
-        ).select(frame.columns)
+        delta = delta.with_columns(
+            pl.col(c).cast(schema[c], strict=False) for c in delta.columns if c in schema
+        )
+        current = await self.ctx.rows(delta.select(key))
+        if current.height == 0:
+            return delta
+        current = current.rename({c: f"{c}__old" for c in current.columns if c not in key})
+        joined = delta.join(current, on=key, how="left", nulls_equal=True)
+        merged = []
+        for name in schema:
+            if name in key:
+                merged.append(pl.col(name))
+            elif name in delta.columns:
+                merged.append(pl.coalesce(pl.col(name), pl.col(f"{name}__old")).alias(name))
+            else:
+                merged.append(pl.col(f"{name}__old").alias(name))
+        return joined.select(merged)
 
     async def _fetch_backfill(self, since: datetime) -> pl.DataFrame:
         policy = self.policy
