@@ -45,7 +45,7 @@ def recv_until(
         left = deadline - time.monotonic()
         assert left > 0, "timed out waiting for a matching frame"
         message = json.loads(conn.recv(timeout=left))
-        if want(message):
+        if isinstance(message, dict) and want(message):
             return message
 
 

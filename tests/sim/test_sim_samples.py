@@ -35,9 +35,15 @@ INSTRUMENT_NEW = frozenset(
 )
 SPOT_LOT_NEW = frozenset({"maxLimitOrderQty", "maxMarketOrderQty", "postOnlyMaxLimitOrderSize"})
 TICKER_NEW = frozenset(
-    {"preOpenPrice", "preQty", "curPreListingPhase", "fundingIntervalHour", "basisRateYear",
-     "fundingCap"}
-)  # fmt: skip
+    {
+        "preOpenPrice",
+        "preQty",
+        "curPreListingPhase",
+        "fundingIntervalHour",
+        "basisRateYear",
+        "fundingCap",
+    }
+)
 
 
 @pytest.fixture(scope="module")
@@ -144,15 +150,23 @@ CASES: dict[str, Case] = {
     ),
     "rest_open_interest_inverse_ccxt_raw.json": Case(
         lambda s: rest(
-            s, "/v5/market/open-interest", category="inverse", symbol="BTCUSD",
-            intervalTime="5min", limit=1,
-        )  # fmt: skip
+            s,
+            "/v5/market/open-interest",
+            category="inverse",
+            symbol="BTCUSD",
+            intervalTime="5min",
+            limit=1,
+        )
     ),
     "rest_open_interest_linear_ccxt_raw.json": Case(
         lambda s: rest(
-            s, "/v5/market/open-interest", category="linear", symbol="BTCUSDT",
-            intervalTime="5min", limit=1,
-        )  # fmt: skip
+            s,
+            "/v5/market/open-interest",
+            category="linear",
+            symbol="BTCUSDT",
+            intervalTime="5min",
+            limit=1,
+        )
     ),
     "rest_orderbook_linear_ccxt.json": Case(
         lambda s: rest(s, "/v5/market/orderbook", category="linear", symbol="BTCUSDT", limit=2),
@@ -166,9 +180,7 @@ CASES: dict[str, Case] = {
         frozenset({"seq", "cts"}),
     ),
     "rest_recent_trade_linear_ccxt.json": Case(
-        lambda s: rest(
-            s, "/v5/market/recent-trade", category="linear", symbol="BTCUSDT", limit=5
-        ),
+        lambda s: rest(s, "/v5/market/recent-trade", category="linear", symbol="BTCUSDT", limit=5),
         frozenset({"isRPITrade", "seq"}),
     ),
     "rest_recent_trade_spot.json": Case(
@@ -224,7 +236,9 @@ CASES: dict[str, Case] = {
         _ws_data("linear", "publicTrade.BTCUSDT"), frozenset({"RPI", "seq"})
     ),
     "ws_subscribe_ack_linear.json": Case(
-        _ws_reply("linear", {"op": "subscribe", "args": ["publicTrade.BTCUSDT"]}, want=_op("subscribe"))
+        _ws_reply(
+            "linear", {"op": "subscribe", "args": ["publicTrade.BTCUSDT"]}, want=_op("subscribe")
+        )
     ),
     "ws_subscribe_ack_option.json": Case(
         _ws_reply("option", {"op": "subscribe", "args": ["publicTrade.BTC"]}, want=_op("subscribe"))
@@ -239,9 +253,10 @@ CASES: dict[str, Case] = {
     ),
     "ws_subscribe_ack_spot.json": Case(
         _ws_reply(
-            "spot", {"op": "subscribe", "req_id": "1", "args": ["publicTrade.BTCUSDT"]},
+            "spot",
+            {"op": "subscribe", "req_id": "1", "args": ["publicTrade.BTCUSDT"]},
             want=_op("subscribe"),
-        )  # fmt: skip
+        )
     ),
     "ws_subscribe_error_bad_topic_capture.json": Case(
         _ws_reply(
@@ -256,9 +271,7 @@ CASES: dict[str, Case] = {
     "ws_subscribe_request_multi.json": Case(
         _ws_reply("linear", _sample("ws_subscribe_request_multi.json"), want=_op("subscribe"))
     ),
-    "ws_tickers_linear_delta_UNVERIFIED.json": Case(
-        _ws_data("linear", "tickers.BTCUSDT", "delta")
-    ),
+    "ws_tickers_linear_delta_UNVERIFIED.json": Case(_ws_data("linear", "tickers.BTCUSDT", "delta")),
     "ws_tickers_linear_futures_snapshot.json": Case(
         _ws_data("linear", "tickers.BTC-25DEC26", "snapshot")
     ),
@@ -268,15 +281,14 @@ CASES: dict[str, Case] = {
     "ws_tickers_linear_snapshot_2023_docs.json": Case(
         _ws_data("linear", "tickers.BTCUSDT", "snapshot"), TICKER_NEW
     ),
-    "ws_tickers_option_snapshot.json": Case(
-        _ws_data("option", "tickers.BTC-04DEC26-90000-C-USDT")
-    ),
+    "ws_tickers_option_snapshot.json": Case(_ws_data("option", "tickers.BTC-04DEC26-90000-C-USDT")),
     "ws_tickers_spot_snapshot.json": Case(_ws_data("spot", "tickers.BTCUSDT")),
     "ws_unsubscribe_ack_ccxt.json": Case(
         _ws_reply(
-            "linear", {"op": "unsubscribe", "req_id": "3", "args": ["publicTrade.BTCUSDT"]},
+            "linear",
+            {"op": "unsubscribe", "req_id": "3", "args": ["publicTrade.BTCUSDT"]},
             want=_op("unsubscribe"),
-        )  # fmt: skip
+        )
     ),
     "ws_unsubscribe_request.json": Case(
         _ws_reply("inverse", _sample("ws_unsubscribe_request.json"), want=_op("unsubscribe"))

@@ -34,7 +34,7 @@ class Book:
         self.ts = 0
         self.best_bid = 0
         price_value = inst.base_price
-        qty_value = inst.qty_units / 10**inst.qty_decimals
+        qty_value = inst.qty_units / 10.0**inst.qty_decimals
         notional = 20_000.0 / qty_value if inst.is_inverse else 20_000.0 / (price_value * qty_value)
         self._mu = math.log(max(notional, 1.0))
 

@@ -133,9 +133,7 @@ def load_catalog(folder: Path | None = None) -> Catalog:
         items = sorted(doc["list"], key=lambda it: it["symbol"])
         lists[category] = tuple(_instrument(category, it, prices) for it in items)
         real[category] = frozenset(doc.get("realSymbols", ()))
-    by_symbol = {
-        c: MappingProxyType({i.symbol: i for i in lst}) for c, lst in lists.items()
-    }
+    by_symbol = {c: MappingProxyType({i.symbol: i for i in lst}) for c, lst in lists.items()}
     return Catalog(
         lists=MappingProxyType(lists),
         by_symbol=MappingProxyType(by_symbol),

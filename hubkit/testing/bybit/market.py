@@ -59,7 +59,7 @@ class Candle:
 
 
 def _round_units(inst: Instrument, price: float) -> int:
-    tick = inst.tick_units / 10**inst.decimals
+    tick = inst.tick_units / 10.0**inst.decimals
     return max(1, round(price / tick)) * inst.tick_units
 
 
@@ -250,12 +250,12 @@ class Market:
         hi = max(o, c, _round_units(inst, max(samples) * (1 + wick)))
         lo = min(o, c, _round_units(inst, min(samples) * (1 - wick)))
         rate = self.rate(inst.category, self.stream_key(inst))
-        price = (o + c) / 2 / 10**inst.decimals
-        qty = inst.qty_units / 10**inst.qty_decimals
+        price = (o + c) / 2 / 10.0**inst.decimals
+        qty = inst.qty_units / 10.0**inst.qty_decimals
         per_trade = 1000.0 / qty if inst.is_inverse else 1000.0 / (price * qty)
         steps = int((b - a) / 1000 * rate * max(per_trade, 1.0) * (0.5 + unit(mix64(h))))
         volume = steps * inst.qty_units
-        size = volume / 10**inst.qty_decimals
+        size = volume / 10.0**inst.qty_decimals
         turnover = size / price if inst.is_inverse else size * price
         return Candle(a, o, hi, lo, c, volume, turnover)
 
@@ -272,7 +272,7 @@ class Market:
         if end > st.live_start:
             live = st.aggregate(max(start, st.live_start), end)
         if syn is not None and live is not None:
-            o, h, lo, c, v, t = live
+            _, h, lo, c, v, t = live
             return Candle(
                 start,
                 syn.open,
@@ -363,8 +363,8 @@ class Market:
             samples += [st.high, st.low]
         samples.append(last)
         h = key_hash(self.seed, "ticker", inst.category, inst.symbol)
-        last_f = last / 10**d
-        qty = 10**inst.qty_decimals
+        last_f = last / 10.0**d
+        qty = 10.0**inst.qty_decimals
         vol_units = int(unit(h) * 5e8 / max(last_f, 1e-9) * qty) // inst.qty_units * inst.qty_units
         if inst.is_inverse:
             vol_units = int(unit(h) * 5e8) // inst.qty_units * inst.qty_units

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 
 __all__ = [
     "INTERVALS",
-    "SimClock",
     "PricePath",
+    "SimClock",
     "candle_start",
     "fmt_units",
     "interval_ms",
@@ -86,7 +86,7 @@ def uuid_like(h: int, k: int) -> str:
 
 
 def fmt_units(n: int, decimals: int) -> str:
-    """Format an integer count of ``10**-decimals`` as a plain decimal string (``1234,2 -> "12.34"``)."""
+    """Format a count of ``10**-decimals`` as text: ``fmt_units(1234, 2) == "12.34"``."""
     if decimals <= 0:
         return str(n)
     sign = "-" if n < 0 else ""

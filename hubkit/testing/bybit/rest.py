@@ -51,7 +51,12 @@ TICKER_FIELDS: Mapping[str, tuple[str, ...]] = {
 }  # fmt: skip
 TICKER_FIELDS = {**TICKER_FIELDS, "inverse": TICKER_FIELDS["linear"]}
 
-RECENT_LIMITS = {"spot": (60, 60), "linear": (1000, 500), "inverse": (1000, 500), "option": (1000, 500)}
+RECENT_LIMITS = {
+    "spot": (60, 60),
+    "linear": (1000, 500),
+    "inverse": (1000, 500),
+    "option": (1000, 500),
+}
 BOOK_LIMITS = {"spot": (1000, 1), "linear": (1000, 25), "inverse": (1000, 25), "option": (25, 1)}
 OI_INTERVALS = {"5min": 5, "15min": 15, "30min": 30, "1h": 60, "4h": 240, "1d": 1440}
 
@@ -178,7 +183,9 @@ class RestApi:
         if status:
             items = [i for i in items if i.status == status]
         elif not symbol:
-            default = ("PreLaunch", "Trading", "Delivering") if category == "option" else ("Trading",)
+            default = (
+                ("PreLaunch", "Trading", "Delivering") if category == "option" else ("Trading",)
+            )
             items = [i for i in items if i.status in default]
         base = params.get("baseCoin", "") or ("BTC" if category == "option" and not symbol else "")
         if base and category != "spot":
@@ -324,7 +331,7 @@ class RestApi:
         if cursor:
             newest = min(newest, _decode_oi_cursor(cursor) * 1000 - step)
         h = key_hash(self.market.seed, "oi", category, inst.symbol)
-        rows = []
+        rows: list[dict[str, str]] = []
         t = newest
         while t >= start and len(rows) < limit:
             level = 1e6 * (1 + 0.3 * unit(h)) * (0.9 + 0.2 * unit(mix64(h ^ (t // step))))

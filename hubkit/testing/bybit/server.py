@@ -25,7 +25,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
@@ -284,8 +283,15 @@ class Hub:
             self._task = None
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
         while True:
-            await asyncio.sleep(self.options.tick)
+            # a fixed cadence: the time a round takes does not stretch the period
+            next_at += self.options.tick
+            delay = next_at - loop.time()
+            if delay < 0:
+                next_at, delay = loop.time(), 0.0
+            await asyncio.sleep(delay)
             try:
                 self.tick()
             except Exception:  # keep publishing; a bug must not stop the simulator
@@ -420,11 +426,15 @@ class Hub:
             data = view.delta()
             if data is not None:
                 view.last_publish_ms = now
-                self.publish(category, name, self._book_message(category, topic, "delta", data, now))
+                self.publish(
+                    category, name, self._book_message(category, topic, "delta", data, now)
+                )
             elif depth == 1 and now - view.last_publish_ms >= 3000:
                 view.last_publish_ms = now
                 self.publish(
-                    category, name, self._book_message(category, topic, "snapshot", view.snapshot(), now)
+                    category,
+                    name,
+                    self._book_message(category, topic, "snapshot", view.snapshot(), now),
                 )
 
     def _ticker_data(self, inst: Instrument, now: int) -> dict[str, str]:
@@ -644,7 +654,9 @@ class SimServer:
             await self._server.wait_closed()
             self._server = None
 
-    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
@@ -694,7 +706,9 @@ class SimServer:
         params = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
         hub.count_request(path, params)
         conn_header = head.headers.get("connection", "").lower()
-        keep = conn_header != "close" and (head.version == "HTTP/1.1" or conn_header == "keep-alive")
+        keep = conn_header != "close" and (
+            head.version == "HTTP/1.1" or conn_header == "keep-alive"
+        )
         if hub.ip_limited(ip):
             counter.add("ip_limited")
             result = RestResult(403, b"access too frequent", content_type="text/plain")
@@ -745,7 +759,9 @@ class SimServer:
             result = hub.rest.handle(path, params)
         if faults.http_applies(path) and faults.take("truncate_next"):
             counter.add("http_truncated")
-            writer.write(self._head_bytes(result, keep=False) + result.body[: len(result.body) // 2])
+            writer.write(
+                self._head_bytes(result, keep=False) + result.body[: len(result.body) // 2]
+            )
             await writer.drain()
             writer.close()
             return False
@@ -784,10 +800,7 @@ class SimServer:
         if request is None:
             return
         hub.count_request(path, {})
-        if not category:
-            response = proto.reject(404, "Not Found\n")
-        else:
-            response = proto.accept(request)
+        response = proto.accept(request) if category else proto.reject(404, "Not Found\n")
         proto.send_response(response)
         for data in proto.data_to_send():
             if data:
@@ -811,7 +824,7 @@ class SimServer:
                 proto.receive_data(data)
                 for event in proto.events_received():
                     if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
-                        self._on_text(conn, event.data)
+                        self._on_text(conn, bytes(event.data))
                     elif isinstance(event, Frame) and event.opcode is Opcode.PING:
                         pass  # the protocol answered (or withheld) the pong
                 conn.flush()

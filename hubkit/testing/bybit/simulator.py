@@ -244,7 +244,7 @@ class BybitSimulator:
     ) -> None:
         await self.astop()
 
-    # -- reading state (safe from any thread) ---------------------------------------------------------
+    # -- reading state (safe from any thread) ----------------------------------------------
 
     @property
     def hub(self) -> Hub:
@@ -331,4 +331,3 @@ class BybitSimulator:
         state = "running" if self._server is not None and not self._stopped else "stopped"
         where = f" {self.rest_url}" if state == "running" else ""
         return f"<BybitSimulator seed={self.seed} {state}{where}>"
-

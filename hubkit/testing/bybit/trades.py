@@ -117,7 +117,7 @@ class SymbolState:
 
     @property
     def tick_value(self) -> float:
-        return self.inst.tick_units / 10**self.inst.decimals
+        return self.inst.tick_units / 10.0**self.inst.decimals
 
     def to_units(self, price: float) -> int:
         """Round a price to the nearest tick, as price units (at least one tick)."""
@@ -125,8 +125,8 @@ class SymbolState:
         return ticks * self.inst.tick_units
 
     def turnover_of(self, price_units: int, size_units: int) -> float:
-        price = price_units / 10**self.inst.decimals
-        size = size_units / 10**self.inst.qty_decimals
+        price = price_units / 10.0**self.inst.decimals
+        size = size_units / 10.0**self.inst.qty_decimals
         return size / price if self.inst.is_inverse else size * price
 
     def add(self, trade: Trade) -> None:
@@ -258,8 +258,8 @@ class TradeStream:
         else:
             direction = "ZeroPlusTick" if st.last_nonzero_up else "ZeroMinusTick"
             side = "Buy" if rng.random() < 0.5 else "Sell"
-        price_value = price / 10**inst.decimals
-        qty_value = inst.qty_units / 10**inst.qty_decimals
+        price_value = price / 10.0**inst.decimals
+        qty_value = inst.qty_units / 10.0**inst.qty_decimals
         notional = 1000.0 / qty_value if inst.is_inverse else 1000.0 / (price_value * qty_value)
         steps = max(1, int(rng.lognormvariate(math.log(max(notional, 1.0)), 1.0)))
         size_units = steps * inst.qty_units

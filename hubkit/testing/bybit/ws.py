@@ -228,8 +228,9 @@ class WsSession:
             key, expires, sign = str(args[0]), str(args[1]), str(args[2])
             secret = self.api_keys.get(key)
             expected = (
-                hmac.new(secret.encode(), f"GET/realtime{expires}".encode(), hashlib.sha256)
-                .hexdigest()
+                hmac.new(
+                    secret.encode(), f"GET/realtime{expires}".encode(), hashlib.sha256
+                ).hexdigest()
                 if secret is not None
                 else None
             )
