@@ -143,9 +143,10 @@ class HttpClient:
         if info is not None:
             self.last_rate_limit = info
 
-    async def _before_request(self) -> None:
+    async def _before_request(self, gate: bool) -> None:
+        """Wait out a rate-limit pause another request hit (``gate``), then the rate limiter."""
         delay = self._paused_until - self.retry.clock()
-        if delay > 0:
+        if gate and delay > 0:
             await self.retry.sleep(delay)
         if self.limiter is not None:
             await self.limiter.acquire()
@@ -212,8 +213,9 @@ class HttpClient:
         assert client is not None
         what = f"{method} {path}"
         attempt = 0
+        gate = True
         while True:
-            await self._before_request()
+            await self._before_request(gate)
             request = self._build(client, method, path, params, content)
             cause: BaseException | None = None
             error: HubkitError
@@ -243,9 +245,10 @@ class HttpClient:
                 wait,
             )
             if isinstance(error, RateLimited):
+                # Hold the other requests of this client too; this one sleeps it out below.
                 self._pause(wait)
-            else:
-                await self.retry.sleep(wait)
+            await self.retry.sleep(wait)
+            gate = False
 
 
 def status_error(response: httpx.Response, what: str, retry: RetryPolicy) -> HubkitError | None:
