@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -41,10 +41,17 @@ import polars as pl
 from hubkit.types import Gap
 
 __all__ = [
+    "ALL",
     "GapFill",
+    "GapPlan",
     "RecentRows",
     "StreamPosition",
+    "partition_positions",
     "plan_gap_fill",
+    "plan_partitioned_gap_fill",
+    "positions_from_cursor",
+    "positions_to_cursor",
+    "split_partitions",
     "stream_position",
 ]
 
@@ -257,3 +264,121 @@ def plan_gap_fill(
     else:
         reason = "the backfill returned no rows; rows sent while the stream was down may be missing"
     return GapFill(rows=rows, gap=Gap(start=since, end=end, reason=reason), covered=False)
+
+
+# -- streams made of independent partitions (e.g. one trade stream per symbol) ---------------
+
+ALL = ""  # the partition name used when a stream is not partitioned
+
+
+def positions_to_cursor(positions: Mapping[str, StreamPosition]) -> str:
+    """The sink cursor text for per-partition positions (see ``positions_from_cursor``)."""
+    return json.dumps(
+        {"partitions": {name: json.loads(p.to_cursor()) for name, p in positions.items()}},
+        separators=(",", ":"),
+    )
+
+
+def positions_from_cursor(text: str | None) -> dict[str, StreamPosition]:
+    """Per-partition positions from a cursor written by ``positions_to_cursor`` (or by
+    ``StreamPosition.to_cursor``, read as the one partition ``ALL``); {} for anything else."""
+    if not text:
+        return {}
+    single = StreamPosition.from_cursor(text)
+    if single is not None:
+        return {ALL: single}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    parts = data.get("partitions") if isinstance(data, dict) else None
+    if not isinstance(parts, dict):
+        return {}
+    found: dict[str, StreamPosition] = {}
+    for name, value in parts.items():
+        position = StreamPosition.from_cursor(json.dumps(value))
+        if position is not None:
+            found[str(name)] = position
+    return found
+
+
+def split_partitions(frame: pl.DataFrame, partition: str | None) -> dict[str, pl.DataFrame]:
+    """``frame`` split by the text of its ``partition`` column, in order of appearance
+    (everything under ``ALL`` when ``partition`` is None)."""
+    if partition is None:
+        return {ALL: frame}
+    if frame.height == 0:
+        return {}
+    values = frame.get_column(partition)
+    return {
+        _partition_name(value): frame.filter(values == value)
+        for value in values.unique(maintain_order=True).to_list()
+    }
+
+
+def _partition_name(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def partition_positions(
+    frame: pl.DataFrame, *, key: Sequence[str], time_column: str | None, partition: str | None
+) -> dict[str, StreamPosition]:
+    """The newest position of each partition present in ``frame``."""
+    found: dict[str, StreamPosition] = {}
+    for name, part in split_partitions(frame, partition).items():
+        position = stream_position(part, key=key, time_column=time_column)
+        if position is not None:
+            found[name] = position
+    return found
+
+
+@dataclass(frozen=True)
+class GapPlan:
+    """``plan_partitioned_gap_fill``'s answer: rows to apply and one gap per unfilled part."""
+
+    rows: pl.DataFrame
+    gaps: tuple[Gap, ...]
+
+
+def plan_partitioned_gap_fill(
+    backfill: pl.DataFrame,
+    *,
+    key: Sequence[str],
+    time_column: str | None,
+    partition: str | None,
+    positions: Mapping[str, StreamPosition],
+    down_since: datetime,
+    now: datetime,
+    complete: bool = False,
+) -> GapPlan:
+    """``plan_gap_fill`` for each partition (e.g. each symbol of a trade stream).
+
+    Partitions are the values of the ``partition`` column; each is judged against its own
+    last seen position. A partition seen before but absent from the backfill is a gap unless
+    ``complete``. Gap reasons name the partition. Without ``partition`` this is
+    ``plan_gap_fill`` with the position under ``ALL``.
+    """
+    groups = split_partitions(backfill, partition)
+    names = list(dict.fromkeys([*positions, *groups]))
+    rows: list[pl.DataFrame] = []
+    gaps: list[Gap] = []
+    for name in names:
+        part = groups.get(name, backfill.clear())
+        plan = plan_gap_fill(
+            part,
+            key=key,
+            time_column=time_column,
+            position=positions.get(name),
+            down_since=down_since,
+            now=now,
+            complete=complete,
+        )
+        if plan.rows.height:
+            rows.append(plan.rows)
+        if plan.gap is not None:
+            gap = plan.gap
+            if partition is not None:
+                gap = Gap(start=gap.start, end=gap.end, reason=f"{partition}={name}: {gap.reason}")
+            gaps.append(gap)
+    merged = pl.concat(rows, how="vertical") if rows else backfill.clear()
+    return GapPlan(rows=merged, gaps=tuple(gaps))

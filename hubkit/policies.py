@@ -65,7 +65,14 @@ from hubkit.errors import (
     SyncError,
     ValidationError,
 )
-from hubkit.gapfill import RecentRows, StreamPosition, plan_gap_fill, stream_position
+from hubkit.gapfill import (
+    RecentRows,
+    StreamPosition,
+    partition_positions,
+    plan_partitioned_gap_fill,
+    positions_from_cursor,
+    positions_to_cursor,
+)
 from hubkit.types import (
     Connection,
     Gap,
@@ -751,6 +758,10 @@ class WebSocketSubscription:
     ``backfill_complete`` says the backfill returns *every* row since ``since`` (so fewer rows
     is not a gap). ``time_column`` defaults to the entity's first datetime column.
 
+    ``partition`` names a column whose values are independent streams (e.g. ``"symbol"`` when
+    one sink subscribes to the trades of several symbols): positions and gap decisions are
+    then kept per value, and ``since`` is the oldest of their positions.
+
     ``merge_deltas``: a ``Message`` of kind "delta" carries only changed fields (nulls
     elsewhere); they are merged into the current local row before storing.
     Status: ``REMOTE_DATA_RECEIVED`` once rows arrive, ``OUT_OF_SYNC`` while down.
@@ -764,6 +775,7 @@ class WebSocketSubscription:
     time_column: str | None = None
     backfill_complete: bool = False
     backfill_on_start: bool = True
+    partition: str | None = None
     dedupe_window: int = 100_000
     merge_deltas: bool = True
     max_backoff: timedelta | float = timedelta(seconds=30)
@@ -796,14 +808,14 @@ class WebSocketSubscription:
             return
         stream = _Stream(self, ctx, None)
         try:
-            position = StreamPosition.from_cursor((await ctx.state()).cursor)
-            await stream.fill(position, _now(), report_gap=False)
+            await stream.load_positions()
+            await stream.fill(_now(), report_gap=False)
         finally:
             await stream.close()
 
 
 class _Stream:
-    """The state of one run of a ``WebSocketSubscription``: position, dedupe window, backoff."""
+    """The state of one run of a ``WebSocketSubscription``: positions, dedupe window, backoff."""
 
     def __init__(
         self,
@@ -817,8 +829,11 @@ class _Stream:
         self.spec = ctx.spec
         self.key = tuple(ctx.spec.key)
         self.time_column = _time_column(ctx.spec, policy.time_column)
+        self.partition = policy.partition
+        if self.partition is not None and self.partition not in ctx.spec.schema:
+            raise SyncError(f"partition {self.partition!r} is not a column of {ctx.spec.table}")
         self.recent = RecentRows(self.key, policy.dedupe_window)
-        self.position: StreamPosition | None = None
+        self.positions: dict[str, StreamPosition] = {}
         self.rest_connected = False
 
     async def close(self) -> None:
@@ -829,13 +844,34 @@ class _Stream:
             except Exception as exc:
                 _log.debug("disconnecting the backfill connection failed: %s", exc)
 
+    async def load_positions(self) -> None:
+        self.positions = positions_from_cursor((await self.ctx.state()).cursor)
+
+    @staticmethod
+    def _newer(old: StreamPosition | None, new: StreamPosition) -> bool:
+        return old is None or old.time is None or new.time is None or new.time >= old.time
+
+    def _advance(self, found: Mapping[str, StreamPosition]) -> None:
+        """Move positions forward (never back: a late message does not rewind them)."""
+        for name, position in found.items():
+            if self._newer(self.positions.get(name), position):
+                self.positions[name] = position
+
+    def _cursor_after(self, found: Mapping[str, StreamPosition]) -> str:
+        merged = dict(self.positions)
+        for name, position in found.items():
+            if self._newer(merged.get(name), position):
+                merged[name] = position
+        return positions_to_cursor(merged)
+
     async def run(self) -> None:
         assert self.connection is not None
         ctx, policy = self.ctx, self.policy
-        self.position = StreamPosition.from_cursor((await ctx.state()).cursor)
+        await self.load_positions()
         down_since: datetime | None = None
-        if policy.backfill_on_start and self.position is not None:
-            down_since = self.position.time or _now()
+        if policy.backfill_on_start and self.positions:
+            known = [p.time for p in self.positions.values() if p.time is not None]
+            down_since = min(known) if known else _now()
         subscribe = True
         failures = 0
         while True:
@@ -845,14 +881,14 @@ class _Stream:
                     await self.connection.subscribe(policy.topics)
                     subscribe = False
                 if down_since is not None:
-                    await self.fill(self.position, down_since)
+                    await self.fill(down_since)
                     down_since = None
                 async for event in self.connection.messages():
                     failures = 0
                     if isinstance(event, Reconnected):
                         if isinstance(ctx, SinkContext):
                             ctx.note_reconnect()
-                        await self.fill(self.position, event.down_since)
+                        await self.fill(event.down_since)
                         continue
                     try:
                         await self.apply(event)
@@ -882,14 +918,14 @@ class _Stream:
         else:
             frame = self.spec.to_frame(message.frame)
         fresh = self.recent.fresh(frame, remember=False)
-        position = stream_position(frame, key=self.key, time_column=self.time_column)
+        found = partition_positions(
+            frame, key=self.key, time_column=self.time_column, partition=self.partition
+        )
         if fresh.height:
-            cursor = position.to_cursor() if position is not None else None
-            await self.ctx.apply_remote(fresh, cursor=cursor)
+            await self.ctx.apply_remote(fresh, cursor=self._cursor_after(found))
             self.recent.remember(fresh)
             self.ctx.set_status(SyncStatus.REMOTE_DATA_RECEIVED)
-        if position is not None:
-            self.position = position
+        self._advance(found)
 
     async def _merge_delta(self, delta: pl.DataFrame) -> pl.DataFrame:
         """Fill the fields a delta leaves out (missing or null) from the current local row."""
@@ -928,13 +964,13 @@ class _Stream:
             params[policy.since_param] = _ms(since)
         return await policy.rest.fetch(self.spec, params)
 
-    async def fill(
-        self, position: StreamPosition | None, down_since: datetime, *, report_gap: bool = True
-    ) -> None:
-        """Backfill after an outage that began at ``down_since``; emit a GAP if unfilled."""
+    async def fill(self, down_since: datetime, *, report_gap: bool = True) -> None:
+        """Backfill after an outage that began at ``down_since``; emit a GAP per partition
+        that the backfill cannot prove continuous."""
         ctx, policy = self.ctx, self.policy
         now = _now()
-        since = position.time if position is not None and position.time else down_since
+        known = [p.time for p in self.positions.values() if p.time is not None]
+        since = min([*known, down_since]) if known else down_since
         if policy.backfill is None and policy.rest is None:
             if report_gap:
                 await ctx.emit_gap(
@@ -952,32 +988,29 @@ class _Stream:
                     Gap(start=since, end=max(since, now), reason=f"the backfill failed: {exc}")
                 )
             return
-        plan = plan_gap_fill(
+        plan = plan_partitioned_gap_fill(
             backfill,
             key=self.key,
             time_column=self.time_column,
-            position=position,
+            partition=self.partition,
+            positions=self.positions,
             down_since=down_since,
             now=now,
             complete=policy.backfill_complete,
         )
         rows = self.recent.fresh(plan.rows, remember=False)
         rows = await self._drop_stored(rows)
-        new_position = stream_position(plan.rows, key=self.key, time_column=self.time_column)
+        found = partition_positions(
+            plan.rows, key=self.key, time_column=self.time_column, partition=self.partition
+        )
         if rows.height:
-            cursor = new_position.to_cursor() if new_position is not None else None
-            await ctx.apply_remote(rows, cursor=cursor)
+            await ctx.apply_remote(rows, cursor=self._cursor_after(found))
             self.recent.remember(rows)
             ctx.set_status(SyncStatus.REMOTE_DATA_RECEIVED)
-        if new_position is not None and (
-            self.position is None
-            or self.position.time is None
-            or new_position.time is None
-            or new_position.time >= self.position.time
-        ):
-            self.position = new_position
-        if plan.gap is not None and report_gap:
-            await ctx.emit_gap(plan.gap)
+        self._advance(found)
+        if report_gap:
+            for gap in plan.gaps:
+                await ctx.emit_gap(gap)
 
     async def _drop_stored(self, rows: pl.DataFrame) -> pl.DataFrame:
         """Rows whose stored version is identical are not applied again (no REMOTE event)."""
