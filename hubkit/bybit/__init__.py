@@ -1,0 +1,81 @@
+"""ByBit v5 public market data: entities, connection presets, providers and datasets.
+
+::
+
+    from hubkit import bybit
+
+    with bybit.InstrumentProvider(store="data.db") as provider:
+        provider.active_instruments("linear")           # pl.DataFrame, status == "Trading"
+
+    with bybit.open_trades(["BTCUSDT", "ETHUSDT"], store="data.db") as trades:
+        trades.frame()                                  # live, gap-filled after reconnects
+
+    bybit.backfill_klines("BTCUSDT", "60", start="2024-01-01", store="data.db")
+
+URLs come from arguments, then ``HUBKIT_BYBIT_REST_URL`` / ``HUBKIT_BYBIT_WS_URL``, then
+mainnet (see ``hubkit.bybit.presets``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hubkit.bybit.entities import (
+    Instrument,
+    Kline,
+    PublicTrade,
+    Ticker,
+)
+from hubkit.bybit.presets import CATEGORIES, rest_url, ws_url
+
+if TYPE_CHECKING:
+    from hubkit.bybit.datasets import bybit_datasets
+    from hubkit.bybit.provider import (
+        BackfillResult,
+        InstrumentProvider,
+        abackfill_klines,
+        aopen_trades,
+        backfill_klines,
+        open_trades,
+    )
+
+__all__ = [
+    "CATEGORIES",
+    "BackfillResult",
+    "Instrument",
+    "InstrumentProvider",
+    "Kline",
+    "PublicTrade",
+    "Ticker",
+    "abackfill_klines",
+    "aopen_trades",
+    "backfill_klines",
+    "bybit_datasets",
+    "open_trades",
+    "rest_url",
+    "ws_url",
+]
+
+# The providers pull in the connections and the sink machinery: import them on first use.
+_LAZY = {
+    "BackfillResult": "hubkit.bybit.provider",
+    "InstrumentProvider": "hubkit.bybit.provider",
+    "abackfill_klines": "hubkit.bybit.provider",
+    "aopen_trades": "hubkit.bybit.provider",
+    "backfill_klines": "hubkit.bybit.provider",
+    "open_trades": "hubkit.bybit.provider",
+    "bybit_datasets": "hubkit.bybit.datasets",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hubkit.bybit' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,31 @@
+"""Fixtures for the ByBit provider tests: the real samples and spec helpers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = REPO_ROOT.parent / "shared" / "bybit" / "samples"
+
+
+@pytest.fixture
+def samples_dir() -> Path:
+    """``<repo root>/../shared/bybit/samples``; the test is skipped when it is absent."""
+    if not SAMPLES.is_dir():
+        pytest.skip(f"ByBit samples not found at {SAMPLES}")
+    return SAMPLES
+
+
+@pytest.fixture
+def sample(samples_dir: Path) -> Callable[[str], Any]:
+    """``sample("ws_kline.json")`` -> the parsed JSON of one sample."""
+
+    def read(name: str) -> Any:
+        return json.loads((samples_dir / name).read_text())
+
+    return read
