@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hubkit.cache import FrameCache
+from hubkit.entity import EntitySpec, reflect, wire
 from hubkit.errors import (
     BridgeError,
     ClosedError,
@@ -20,6 +21,7 @@ from hubkit.errors import (
     TransportError,
     ValidationError,
 )
+from hubkit.store import Store
 from hubkit.types import (
     Change,
     Connection,
@@ -42,6 +44,7 @@ __all__ = [
     "ClosedError",
     "Connection",
     "DecodeError",
+    "EntitySpec",
     "FrameCache",
     "Gap",
     "HubkitError",
@@ -57,6 +60,7 @@ __all__ = [
     "ScheduleStatus",
     "SchemaError",
     "Source",
+    "Store",
     "StoreError",
     "StreamingConnection",
     "SyncError",
@@ -65,4 +69,6 @@ __all__ = [
     "TransportError",
     "ValidationError",
     "__version__",
+    "reflect",
+    "wire",
 ]
