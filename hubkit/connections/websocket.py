@@ -707,11 +707,11 @@ class WebSocketConnection:
                 pass  # find the bad frames one by one below
             else:
                 return Message(first.topic, frame, first.kind, first.received_at)
-        frames = [frame for raw in group if (frame := self._decode_one(raw)) is not None]
+        frames = [part for raw in group if (part := self._decode_one(raw)) is not None]
         if not frames:
             return None
-        frame = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
-        return Message(first.topic, frame, first.kind, first.received_at)
+        merged = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
+        return Message(first.topic, merged, first.kind, first.received_at)
 
     def _decode_one(self, raw: _Raw) -> pl.DataFrame | None:
         try:

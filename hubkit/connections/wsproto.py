@@ -25,7 +25,6 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
@@ -44,9 +43,11 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class WsData:
-    """A data frame: ``data`` is the payload as plain JSON values (list or object)."""
+class WsData(msgspec.Struct, frozen=True):
+    """A data frame: ``data`` is the payload as plain JSON values (list or object).
+
+    (A msgspec Struct rather than a dataclass: one is made per frame, and it builds ~2x faster.)
+    """
 
     topic: str
     kind: str  # "snapshot" | "delta"
@@ -54,8 +55,7 @@ class WsData:
     ts: int | float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class WsAck:
+class WsAck(msgspec.Struct, frozen=True):
     """The answer to a subscribe/unsubscribe request.
 
     ``req_id`` is None when the shape carries none (option acks); then ``succeeded``/``failed``
@@ -70,13 +70,11 @@ class WsAck:
     failed: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class WsPong:
+class WsPong(msgspec.Struct, frozen=True):
     """An application-level pong."""
 
 
-@dataclass(frozen=True, slots=True)
-class WsIgnored:
+class WsIgnored(msgspec.Struct, frozen=True):
     """A control frame that needs no action (e.g. an auth reply); ``what`` says which."""
 
     what: str

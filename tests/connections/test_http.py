@@ -426,7 +426,7 @@ async def test_create_update_remove(server: ScriptedHttpServer) -> None:
     assert post.json() == {
         "symbol": "BTC/USDT",
         "status": "Trading",
-        "priceFilter": {"tickSize": "0.5"},
+        "priceFilter": {"tickSize": 0.5},
     }
     assert post.headers["Content-Type"] == "application/json"
     assert (put.method, put.path) == ("PUT", "/items/BTC%2FUSDT")

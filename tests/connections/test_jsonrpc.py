@@ -127,7 +127,7 @@ async def test_create_update_remove(rpc: RpcServer) -> None:
         await conn.remove(INSTRUMENT, {"symbol": "Z"})
     assert "Z" not in rpc.rows
     create, update, remove = rpc.calls
-    wire = {"symbol": "Z", "status": "PreLaunch", "priceFilter": {"tickSize": "0.5"}}
+    wire = {"symbol": "Z", "status": "PreLaunch", "priceFilter": {"tickSize": 0.5}}
     assert create["params"] == wire
     assert update["params"] == {**wire, "status": "Trading"}
     assert remove["params"] == {"symbol": "Z"}

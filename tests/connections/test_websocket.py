@@ -24,7 +24,7 @@ from hubkit.errors import (
 )
 from hubkit.types import Message, Reconnected, StreamEvent
 
-from ._spec import TRADE, StubSpec
+from ._spec import PRICE_SYMBOL, SYMBOL_ONLY, TRADE
 from .servers import FakeBybitWs, trade
 
 CATEGORIES = ["linear", "inverse", "spot", "option"]
@@ -208,8 +208,7 @@ async def test_trades_decode_into_messages(rec: Recorder) -> None:
 
 @pytest.mark.anyio
 async def test_decoders_match_the_longest_topic_prefix(rec: Recorder) -> None:
-    other = StubSpec(object, "other", [("symbol", "s", "str")], ["symbol"])
-    decoders = {"publicTrade": TRADE, "publicTrade.ETHUSDT": (other, renamed({}))}
+    decoders = {"publicTrade": TRADE, "publicTrade.ETHUSDT": (SYMBOL_ONLY, renamed({}))}
     async with FakeBybitWs("linear") as server:
         conn = make(server, rec, decoders)
         await conn.subscribe(["publicTrade.BTCUSDT", "publicTrade.ETHUSDT"])
@@ -223,8 +222,7 @@ async def test_decoders_match_the_longest_topic_prefix(rec: Recorder) -> None:
 
 @pytest.mark.anyio
 async def test_extractor_renames_keys(rec: Recorder) -> None:
-    spec = StubSpec(object, "t", [("price", "price", "float"), ("symbol", "symbol", "str")], [])
-    decoders = {"publicTrade": TopicDecoder(spec, renamed({"p": "price", "s": "symbol"}))}
+    decoders = {"publicTrade": TopicDecoder(PRICE_SYMBOL, renamed({"p": "price", "s": "symbol"}))}
     async with FakeBybitWs("linear") as server:
         conn = make(server, rec, decoders)
         await conn.subscribe(["publicTrade.BTCUSDT"])
