@@ -254,10 +254,27 @@ class BybitRest:
         spec: EntitySpec | None = None,
     ) -> pl.DataFrame:
         """One kline request: candles of ``symbol`` whose start lies in [start, end] (ms),
-        at most ``limit``, oldest first. ``confirm`` is left None (the caller knows the clock).
-        """
+        at most ``limit``, oldest first. ``confirm`` is left None (see ``kline_page``)."""
+        frame, _ = await self.kline_page(
+            symbol, interval, start=start, end=end, category=category, limit=limit, spec=spec
+        )
+        return frame
+
+    async def kline_page(
+        self,
+        symbol: str,
+        interval: str,
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        category: str = "linear",
+        limit: int = 1000,
+        spec: EntitySpec | None = None,
+    ) -> tuple[pl.DataFrame, int | None]:
+        """``klines`` plus the server's clock (the envelope's ``time``, ms) at the answer, which
+        tells which candle is still open."""
         _category({"category": category})
-        result = await self._get(
+        body = await self._body(
             KLINE_ROUTE,
             {
                 "category": category,
@@ -271,12 +288,19 @@ class BybitRest:
         try:
             items = [
                 kline_row(row, category=category, symbol=symbol, interval=interval)
-                for row in result["list"]
+                for row in body["result"]["list"]
             ]
         except (ValueError, TypeError) as exc:
             raise DecodeError(f"kline: {exc}", field="list") from exc
         frame = self._decode(spec or self._specs[Kline], items, "kline")
-        return frame.sort("start") if frame.height > 1 else frame
+        if frame.height > 1:
+            frame = frame.sort("start")
+        server = body.get("time")
+        try:
+            server_ms = int(server) if server is not None else None
+        except (TypeError, ValueError):
+            server_ms = None
+        return frame, server_ms
 
     # -- hubkit.Connection ----------------------------------------------------------------
 

@@ -1,0 +1,346 @@
+"""Named datasets and ``load``: one call that returns an up-to-date Polars frame.
+
+::
+
+    df = hubkit.load("instruments")                     # every category, one frame
+    df = hubkit.load("klines", symbol="BTCUSDT", interval="60", start="2024-01-01")
+    df = await hubkit.aload("trades", symbol="ETHUSDT")
+
+A ``Dataset`` says which entity it holds, how to bring it up to date (an async ``sync``
+function that writes into the store) and how long a successful sync stays fresh
+(``stale_after``). A ``Catalog`` is a plain collection of datasets built by its user;
+``default_catalog()`` returns a *new* one with the ByBit datasets each call (there is no
+global registry).
+
+The freshness rule, per dataset and per set of parameters:
+
+- fresh (last successful sync younger than ``stale_after``) -> the stored rows, no network;
+- stale -> sync, then the stored rows;
+- sync failed because the remote is unreachable (``TransportError``, ``RemoteTimeout``, or
+  another temporary ``RemoteError``) and rows are stored -> the stored rows, and a
+  ``StaleDataWarning`` saying how old they are;
+- unreachable and nothing stored -> ``OfflineError`` saying how to point hubkit at a
+  simulator.
+
+The time of the last successful sync is kept in the store's sync state next to the rows, so
+freshness survives restarts and is shared by every process using the same store file.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from hubkit.bridge import run_sync_in_worker
+from hubkit.errors import HubkitError, OfflineError, RemoteError, StaleDataWarning, TransportError
+
+if TYPE_CHECKING:
+    from hubkit.entity import EntitySpec
+    from hubkit.store import Store, TableStore
+
+__all__ = [
+    "Catalog",
+    "Dataset",
+    "SyncRequest",
+    "aload",
+    "default_catalog",
+    "load",
+]
+
+SyncFn = Callable[["SyncRequest"], Awaitable[None]]
+"""``async def sync(request) -> None``: fetch from the remote and write into ``request``."""
+
+ReadFn = Callable[["TableStore", Mapping[str, Any]], pl.DataFrame]
+"""``read(table, params) -> frame``: the stored rows that answer ``params`` (blocking)."""
+
+PrepareFn = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+"""``prepare(params) -> params``: validate and canonicalise the caller's parameters."""
+
+_FRESH = "fresh"  # key in SyncState.extra: {params key: ISO time of the last successful sync}
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _params_key(params: Mapping[str, Any]) -> str:
+    """A stable text key for a parameter set (sorted JSON; dates and the like as text)."""
+    return json.dumps(dict(params), sort_keys=True, default=str, separators=(",", ":"))
+
+
+def _default_read(table: TableStore, params: Mapping[str, Any]) -> pl.DataFrame:
+    """Rows whose columns equal the parameters that name columns (all rows without any)."""
+    columns = {c.name for c in table.spec.columns}
+    where = {k: v for k, v in params.items() if k in columns and v is not None}
+    return table.query(where or None, order_by=list(table.spec.key))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named, loadable dataset.
+
+    ``entity`` and ``key`` define the table (as for ``open_sink``); ``table`` names it, or
+    computes the name from the prepared parameters (datasets that keep a cursor per series
+    use one table per series). ``sync`` brings the table up to date for the parameters;
+    ``read`` returns the rows that answer them (default: equality on the parameters that name
+    columns). ``params`` are defaults under the caller's; ``prepare`` validates and
+    canonicalises the merged parameters (raise ``ValueError`` to refuse them).
+    """
+
+    name: str
+    entity: type
+    key: str | tuple[str, ...]
+    sync: SyncFn
+    stale_after: timedelta = timedelta(minutes=5)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    table: str | Callable[[Mapping[str, Any]], str] | None = None
+    read: ReadFn = _default_read
+    prepare: PrepareFn | None = None
+    description: str = ""
+    offline_hint: str = ""  # appended to OfflineError: how to reach a source or simulator
+
+    def resolve_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults, then the caller's parameters, then ``prepare``."""
+        merged = {**self.params, **params}
+        return dict(self.prepare(merged)) if self.prepare is not None else merged
+
+    def table_name(self, params: Mapping[str, Any]) -> str | None:
+        """The store table for these (prepared) parameters; ``None`` = the entity's default."""
+        if callable(self.table):
+            return self.table(params)
+        return self.table
+
+    def spec(self) -> EntitySpec:
+        """The reflected entity spec of this dataset."""
+        from hubkit.entity import reflect
+
+        key = (self.key,) if isinstance(self.key, str) else self.key
+        return reflect(self.entity, key)
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    """What a dataset's ``sync`` gets: its parameters and async access to its table.
+
+    The store calls run in a worker thread (never on the event loop).
+    """
+
+    dataset: Dataset
+    params: Mapping[str, Any]
+    table: TableStore
+    progress: Callable[[int, int | None], object] | None = None
+
+    async def upsert(self, rows: Any, *, cursor: str | None = None) -> pl.DataFrame:
+        """Write rows (and the cursor, if given) in one transaction."""
+        return await run_sync_in_worker(partial(self.table.upsert, rows, cursor=cursor))
+
+    async def delete(self, keys: Any) -> pl.DataFrame:
+        """Delete rows by key; returns the deleted rows."""
+        return await run_sync_in_worker(self.table.delete, keys)
+
+    async def query(self, where: Mapping[str, Any] | None = None) -> pl.DataFrame:
+        return await run_sync_in_worker(self.table.query, where)
+
+    async def cursor(self) -> str | None:
+        """The table's stored cursor (committed with the rows by ``upsert``)."""
+        state = await run_sync_in_worker(self.table.state)
+        return state.cursor
+
+
+class Catalog:
+    """A collection of datasets, built by its user: ``Catalog([ds1, ds2])``, ``add(ds)``.
+
+    ``catalog.load(name, **params)`` / ``await catalog.aload(...)`` are ``load`` with this
+    catalog. Names are unique; ``add`` refuses a duplicate unless ``replace=True``.
+    """
+
+    def __init__(self, datasets: Iterator[Dataset] | list[Dataset] | tuple[Dataset, ...] = ()):
+        self._datasets: dict[str, Dataset] = {}
+        for ds in datasets:
+            self.add(ds)
+
+    def add(self, dataset: Dataset, *, replace: bool = False) -> Dataset:
+        if dataset.name in self._datasets and not replace:
+            raise ValueError(f"dataset {dataset.name!r} is already in this catalog")
+        self._datasets[dataset.name] = dataset
+        return dataset
+
+    def remove(self, name: str) -> None:
+        del self._datasets[name]
+
+    def __getitem__(self, name: str) -> Dataset:
+        try:
+            return self._datasets[name]
+        except KeyError:
+            known = ", ".join(sorted(self._datasets)) or "none"
+            raise KeyError(f"no dataset {name!r} in this catalog (known: {known})") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._datasets
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._datasets))
+
+    def __len__(self) -> int:
+        return len(self._datasets)
+
+    def names(self) -> list[str]:
+        return sorted(self._datasets)
+
+    def __repr__(self) -> str:
+        return f"Catalog({self.names()!r})"
+
+    def load(self, name: str, *, store: Any = None, **params: Any) -> pl.DataFrame:
+        """``load(name, catalog=self, store=store, **params)``."""
+        return load(name, catalog=self, store=store, **params)
+
+    async def aload(self, name: str, *, store: Any = None, **params: Any) -> pl.DataFrame:
+        """``await aload(name, catalog=self, store=store, **params)``."""
+        return await aload(name, catalog=self, store=store, **params)
+
+
+def default_catalog(*, rest_url: str | None = None) -> Catalog:
+    """A new catalog with ByBit's ``instruments``, ``trades``, ``tickers`` and ``klines``.
+
+    ``rest_url`` overrides ``$HUBKIT_BYBIT_REST_URL`` (default: ByBit mainnet).
+    """
+    from hubkit.bybit.datasets import bybit_datasets
+
+    return Catalog(bybit_datasets(rest_url=rest_url))
+
+
+# -- the freshness rule ---------------------------------------------------------------------
+
+
+def _last_sync(extra: Mapping[str, Any], key: str) -> datetime | None:
+    fresh = extra.get(_FRESH)
+    if not isinstance(fresh, Mapping):
+        return None
+    value = fresh.get(key)
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _mark_fresh(table: TableStore, key: str, when: datetime) -> None:
+    state = table.state()
+    extra = dict(state.extra)
+    fresh = dict(extra.get(_FRESH) or {})
+    fresh[key] = when.isoformat()
+    extra[_FRESH] = fresh
+    table.set_state(last_sync=when, extra=extra)
+
+
+def _age_text(age: timedelta | None) -> str:
+    if age is None:
+        return "of unknown age"
+    seconds = int(age.total_seconds())
+    if seconds < 120:
+        return f"{seconds} s old"
+    if seconds < 7200:
+        return f"{seconds // 60} min old"
+    if seconds < 172800:
+        return f"{seconds // 3600} h old"
+    return f"{seconds // 86400} days old"
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    """Errors that mean "the remote cannot be reached now" (stored data may stand in)."""
+    return isinstance(exc, TransportError) or (isinstance(exc, RemoteError) and exc.temporary)
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    frame: pl.DataFrame
+    warning: str | None = None
+
+
+async def _aload_core(dataset: Dataset, store: Any, params: Mapping[str, Any]) -> _Loaded:
+    from hubkit.store import Store
+
+    own = not isinstance(store, Store)
+    st: Store = await run_sync_in_worker(Store, store) if own else store
+    try:
+        spec = dataset.spec()
+        table = await run_sync_in_worker(partial(st.table, spec, name=dataset.table_name(params)))
+        key = _params_key(params)
+        state = await run_sync_in_worker(table.state)
+        last = _last_sync(state.extra, key)
+        now = _utcnow()
+        if last is not None and now - last < dataset.stale_after:
+            return _Loaded(await run_sync_in_worker(dataset.read, table, params))
+        try:
+            await dataset.sync(SyncRequest(dataset, params, table))
+        except HubkitError as exc:
+            if not _is_unreachable(exc):
+                raise
+            frame = await run_sync_in_worker(dataset.read, table, params)
+            if frame.height == 0:
+                hint = f" {dataset.offline_hint}" if dataset.offline_hint else ""
+                raise OfflineError(
+                    f"cannot sync dataset {dataset.name!r} ({exc}) and the store "
+                    f"{st.url} holds no rows for {key}.{hint}"
+                ) from exc
+            seen = last or state.last_sync
+            age = None if seen is None else now - seen
+            return _Loaded(
+                frame,
+                f"dataset {dataset.name!r} could not be synced ({exc}); returning the "
+                f"{frame.height} stored rows, {_age_text(age)}",
+            )
+        await run_sync_in_worker(_mark_fresh, table, key, _utcnow())
+        return _Loaded(await run_sync_in_worker(dataset.read, table, params))
+    finally:
+        if own:
+            await run_sync_in_worker(st.close)
+
+
+def _prepare(
+    catalog: Catalog | None, name: str, params: Mapping[str, Any]
+) -> tuple[Dataset, dict[str, Any]]:
+    cat = catalog if catalog is not None else default_catalog()
+    dataset = cat[name]
+    return dataset, dataset.resolve_params(params)
+
+
+def load(
+    name: str, *, catalog: Catalog | None = None, store: Any = None, **params: Any
+) -> pl.DataFrame:
+    """Return dataset ``name`` as a Polars frame, synced first if it is stale.
+
+    ``catalog`` defaults to ``default_catalog()``; ``store`` is a ``Store``, a path or a
+    SQLAlchemy URL (default: ``$HUBKIT_HOME/hubkit.db``). ``params`` are the dataset's
+    parameters (e.g. ``symbol="BTCUSDT"``). Blocking; the work runs on hubkit's loop.
+    Raises ``OfflineError`` when the remote is unreachable and nothing is stored; warns with
+    ``StaleDataWarning`` when it returns stored rows it could not refresh.
+    """
+    from hubkit.bridge import run
+
+    dataset, prepared = _prepare(catalog, name, params)
+    loaded = run(_aload_core(dataset, store, prepared))
+    if loaded.warning is not None:
+        warnings.warn(loaded.warning, StaleDataWarning, stacklevel=2)
+    return loaded.frame
+
+
+async def aload(
+    name: str, *, catalog: Catalog | None = None, store: Any = None, **params: Any
+) -> pl.DataFrame:
+    """``load``, awaited: the work runs on hubkit's loop; the caller's loop stays free."""
+    from hubkit.bridge import arun
+
+    dataset, prepared = _prepare(catalog, name, params)
+    loaded = await arun(_aload_core(dataset, store, prepared))
+    if loaded.warning is not None:
+        warnings.warn(loaded.warning, StaleDataWarning, stacklevel=2)
+    return loaded.frame
