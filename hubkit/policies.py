@@ -232,7 +232,9 @@ async def _fetch_and_apply(ctx: SyncContext, params: Mapping[str, Any] | None) -
     return written.height
 
 
-async def _pull_until_done(ctx: SyncContext, step: Callable[[], Awaitable[None]]) -> None:
+async def _pull_until_done(
+    ctx: SyncContext, step: Callable[[], Awaitable[None]], base: float, cap: float
+) -> None:
     """Run ``step`` until it succeeds once, reporting failures and backing off."""
     attempt = 0
     while True:
@@ -246,7 +248,7 @@ async def _pull_until_done(ctx: SyncContext, step: Callable[[], Awaitable[None]]
             attempt += 1
             ctx.set_status(SyncStatus.OUT_OF_SYNC)
             ctx.report_error(exc)
-            await asyncio.sleep(backoff_delay(attempt))
+            await asyncio.sleep(backoff_delay(attempt, base=base, cap=max(base, cap)))
 
 
 # -- QueryOnInit -----------------------------------------------------------------------------
@@ -256,16 +258,24 @@ async def _pull_until_done(ctx: SyncContext, step: Callable[[], Awaitable[None]]
 class QueryOnInit:
     """Fetch everything once when the sink starts (``connection.fetch(spec, params)``).
 
-    A failed fetch is reported and retried with backoff until one succeeds; after that the
-    policy is idle. ``force_sync()`` fetches again. Status: ``FULL_SYNC`` after the fetch.
+    A failed fetch is reported and retried after ``retry_interval``, doubling up to
+    ``max_retry_interval``, until one succeeds; after that the policy is idle.
+    ``force_sync()`` fetches again. Status: ``FULL_SYNC`` after the fetch.
     """
 
     params: Mapping[str, Any] | None = None
+    retry_interval: timedelta | float = timedelta(seconds=0.5)
+    max_retry_interval: timedelta | float = timedelta(seconds=30)
 
     pushes_local_writes: ClassVar[bool] = False
 
     async def run(self, ctx: SyncContext) -> None:
-        await _pull_until_done(ctx, lambda: self.sync_once(ctx))
+        await _pull_until_done(
+            ctx,
+            lambda: self.sync_once(ctx),
+            _seconds(self.retry_interval),
+            _seconds(self.max_retry_interval),
+        )
 
     async def sync_once(self, ctx: SyncContext) -> None:
         await _fetch_and_apply(ctx, self.params)
@@ -752,9 +762,12 @@ class WebSocketSubscription:
     After the stream reconnects (a ``Reconnected`` event, the iteration ending, or the sink
     restarting with a stored position) the policy *backfills*: ``backfill(ctx, since)`` if
     given, else ``rest.fetch(spec, rest_params + {since_param: since in ms})`` if ``rest`` is
-    given. Rows older than the last seen one and rows already stored are dropped; the rest are
-    applied. When the backfill cannot prove continuity (see ``hubkit.gapfill``), or there is
-    no backfill, or it fails, a GAP change carries the interval that may be missing.
+    given, else (``stream_fetch``) the same through the streaming connection's own ``fetch``
+    (a ``WebSocketConnection`` hands it to its ``rest`` connection; one whose ``rest`` is None
+    is not asked). Rows older than the last seen one and rows already stored are dropped;
+    the rest are applied. When the backfill cannot prove continuity (see
+    ``hubkit.gapfill``), or there is no backfill, or it fails, a GAP change carries the
+    interval that may be missing.
     ``backfill_complete`` says the backfill returns *every* row since ``since`` (so fewer rows
     is not a gap). ``time_column`` defaults to the entity's first datetime column.
 
@@ -775,6 +788,7 @@ class WebSocketSubscription:
     time_column: str | None = None
     backfill_complete: bool = False
     backfill_on_start: bool = True
+    stream_fetch: bool = True
     partition: str | None = None
     dedupe_window: int = 100_000
     merge_deltas: bool = True
@@ -804,9 +818,9 @@ class WebSocketSubscription:
 
     async def sync_once(self, ctx: SyncContext) -> None:
         """Backfill from the stored stream position now (no-op without a backfill)."""
-        if self.backfill is None and self.rest is None:
-            return
         stream = _Stream(self, ctx, None)
+        if not stream.can_backfill():
+            return
         try:
             await stream.load_positions()
             await stream.fill(_now(), report_gap=False)
@@ -951,17 +965,28 @@ class _Stream:
                 merged.append(pl.col(f"{name}__old").alias(name))
         return joined.select(merged)
 
+    def can_backfill(self) -> bool:
+        policy = self.policy
+        if policy.backfill is not None or policy.rest is not None:
+            return True
+        if not policy.stream_fetch or self.ctx.connection is None:
+            return False
+        # a stream whose fetch goes to a REST connection it does not have cannot backfill
+        connection = self.ctx.connection
+        return not ("rest" in dir(connection) and getattr(connection, "rest", None) is None)
+
     async def _fetch_backfill(self, since: datetime) -> pl.DataFrame:
         policy = self.policy
         if policy.backfill is not None:
             return await policy.backfill(self.ctx, since)
-        assert policy.rest is not None
-        if not policy.rest.is_connected:
-            await policy.rest.connect()
-            self.rest_connected = True
         params = dict(policy.rest_params or {})
         if policy.since_param is not None:
             params[policy.since_param] = _ms(since)
+        if policy.rest is None:
+            return await _connection(self.ctx).fetch(self.spec, params)
+        if not policy.rest.is_connected:
+            await policy.rest.connect()
+            self.rest_connected = True
         return await policy.rest.fetch(self.spec, params)
 
     async def fill(self, down_since: datetime, *, report_gap: bool = True) -> None:
@@ -971,7 +996,7 @@ class _Stream:
         now = _now()
         known = [p.time for p in self.positions.values() if p.time is not None]
         since = min([*known, down_since]) if known else down_since
-        if policy.backfill is None and policy.rest is None:
+        if not self.can_backfill():
             if report_gap:
                 await ctx.emit_gap(
                     Gap(start=since, end=max(since, now), reason="no backfill is configured")

@@ -15,7 +15,8 @@ delivers stream messages that a test pushes::
                                                 # next event is Reconnected(down_since=...)
 
 Rows are plain dicts keyed by column name. ``fetch(spec, params)`` filters with ``params``:
-``{"col": v}`` equality, ``{"col>=": v}`` (also ``>``, ``<=``, ``<``) comparisons, and
+``{"col": v}`` equality, ``{"col>=": v}`` (also ``>``, ``<=``, ``<``) comparisons (a number
+compared with a datetime column is ms since the epoch, as REST APIs send it), and
 ``{"limit": n}`` for the newest ``n`` rows in the order they were written (like a
 "recent trades" endpoint). Methods are safe to call from any thread; the async ones run on the
 loop that called ``connect``.
@@ -366,6 +367,8 @@ def _matches(row: Mapping[str, Any], name: str, value: Any) -> bool:
             have = row.get(column)
             if have is None:
                 return False
+            if isinstance(have, datetime) and isinstance(value, int | float):
+                value = datetime.fromtimestamp(value / 1000, UTC)  # ms since the epoch
             if suffix == ">=":
                 return bool(have >= value)
             if suffix == "<=":

@@ -1,0 +1,200 @@
+"""Write results: what a ``sink.dao`` write returns, and how pushed or refused outbox entries
+find their way back to it.
+
+A write that queues outbox entries gets a ``WriteResult`` that settles when every entry was
+pushed (or raises the refusal). The sink matches each settled entry to its write with a
+``Tickets`` book kept per key (see its docstring for the rule that makes this exact).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import threading
+from collections import deque
+from collections.abc import Generator, Sequence
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from hubkit.errors import BridgeError
+from hubkit.types import OutboxEntry
+
+if TYPE_CHECKING:
+    from hubkit.bridge import Bridge
+
+__all__ = ["Forward", "Tickets", "WriteResult", "key_text"]
+
+
+def key_text(key: Sequence[Any]) -> str:
+    """A key as text that does not depend on how the outbox stored it (JSON or native)."""
+
+    def one(value: Any) -> Any:
+        if isinstance(value, datetime | date):
+            return value.isoformat()
+        if isinstance(value, bool | int | float) or value is None:
+            return value
+        return str(value)
+
+    return json.dumps([one(v) for v in key], default=str)
+
+
+class WriteResult:
+    """The outcome of one ``dao`` write: the rows written and, when the policy pushes local
+    writes, an acknowledgement that resolves once the remote has them.
+
+    ``frame`` holds the rows as stored (for a delete: the rows removed). ``pushes`` is how many
+    outbox entries the write queued (0 when the sink does not push). Wait for the remote::
+
+        sink.dao.upsert(rows).wait(timeout=10)      # blocking: returns once pushed
+        await sink.dao.upsert(rows)                 # a WriteResult is awaitable too
+        await (await sink.dao.aupsert(rows))        # async twin, then its acknowledgement
+
+    ``wait``/``await`` return None once every entry was pushed and raise the error that
+    stopped it otherwise: ``Rejected`` (the remote refused the write; it was rolled back
+    locally), ``ClosedError`` (the sink closed first; the write stays in the outbox and is
+    pushed after the sink is opened again), or ``TimeoutError`` (``wait`` only: not settled
+    within ``timeout``). A write that queued nothing is settled at once.
+    """
+
+    def __init__(self, frame: pl.DataFrame, pushes: int, bridge: Bridge | None) -> None:
+        self.frame = frame
+        self.pushes = pushes
+        self._bridge = bridge
+        self._future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._remaining = pushes
+        self._lock = threading.Lock()
+        if pushes == 0:
+            self._future.set_result(None)
+
+    def __repr__(self) -> str:
+        state = "pushed" if self.pushed else ("failed" if self.done() else "pending")
+        return f"<WriteResult rows={self.frame.height} pushes={self.pushes} {state}>"
+
+    def done(self) -> bool:
+        """True once the write is settled (pushed, rejected, or abandoned by a close)."""
+        return self._future.done()
+
+    @property
+    def pushed(self) -> bool:
+        """True once every entry of the write reached the remote (or there was none)."""
+        return self._future.done() and self._future.exception() is None
+
+    def exception(self) -> BaseException | None:
+        """The error that settled the write, None if pushed or still pending."""
+        return self._future.exception() if self._future.done() else None
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the write is pushed (see the class docstring for what it raises).
+
+        Calling it on hubkit's loop thread before the write is settled raises ``BridgeError``
+        (it would wait on itself); await the result there instead."""
+        if not self._future.done() and self._bridge is not None and self._bridge.in_loop_thread():
+            raise BridgeError("WriteResult.wait() on hubkit's loop thread; use `await` there")
+        try:
+            self._future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"write not acknowledged within {timeout} s") from None
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._wait_async().__await__()
+
+    async def _wait_async(self) -> None:
+        if not self._future.done():
+            loop = asyncio.get_running_loop()
+            settled = loop.create_future()
+
+            def wake() -> None:
+                if not settled.done():
+                    settled.set_result(None)
+
+            def relay(_: concurrent.futures.Future[None]) -> None:
+                with contextlib.suppress(RuntimeError):  # the waiting loop is gone
+                    loop.call_soon_threadsafe(wake)
+
+            self._future.add_done_callback(relay)
+            await settled
+        self._future.result(0)
+
+    # Settled by the sink: one call per outbox entry of the write.
+    def _entry_settled(self, error: BaseException | None) -> None:
+        with self._lock:
+            if self._future.done():
+                return
+            if error is not None:
+                self._future.set_exception(error)
+                return
+            self._remaining -= 1
+            if self._remaining <= 0:
+                self._future.set_result(None)
+
+    def _abandon(self, error: BaseException) -> None:
+        with self._lock:
+            if not self._future.done():
+                self._future.set_exception(error)
+
+
+class Forward:
+    """Stands for superseded outbox entries: settling it settles each of theirs."""
+
+    def __init__(self, tickets: Sequence[WriteResult | Forward]) -> None:
+        self.tickets = list(tickets)
+
+    def _entry_settled(self, error: BaseException | None) -> None:
+        for ticket in self.tickets:
+            ticket._entry_settled(error)
+
+    def _abandon(self, error: BaseException) -> None:
+        for ticket in self.tickets:
+            ticket._abandon(error)
+
+
+Ticket = WriteResult | Forward
+
+
+class Tickets:
+    """Matches settled outbox entries back to the ``WriteResult`` of the write that made them.
+
+    Entries of one key are pushed in the order they were written, and writes to this sink
+    made while it is open are the only ones with ids above ``watermark`` (the highest pending
+    id when the sink opened); so per key, settled entries above the watermark come in the
+    order their tickets were queued. Entries at or below it come from an earlier session and
+    have no ticket.
+    """
+
+    def __init__(self, watermark: int) -> None:
+        self.watermark = watermark
+        self._lock = threading.Lock()
+        self._by_key: dict[str, deque[Ticket]] = {}
+
+    def add(self, key: Sequence[Any], ticket: Ticket) -> None:
+        with self._lock:
+            self._by_key.setdefault(key_text(key), deque()).append(ticket)
+
+    def settle(self, entry: OutboxEntry, error: BaseException | None) -> None:
+        ticket = self.pop(entry)
+        if ticket is not None:
+            ticket._entry_settled(error)
+
+    def pop(self, entry: OutboxEntry) -> Ticket | None:
+        if entry.id <= self.watermark:
+            return None
+        with self._lock:
+            text = key_text(entry.key)
+            queue = self._by_key.get(text)
+            if not queue:
+                return None
+            ticket = queue.popleft()
+            if not queue:
+                del self._by_key[text]
+            return ticket
+
+    def abandon_all(self, error: BaseException) -> None:
+        with self._lock:
+            queues, self._by_key = self._by_key, {}
+        for queue in queues.values():
+            for ticket in queue:
+                ticket._abandon(error)
