@@ -21,6 +21,15 @@ from hubkit.errors import (
     TransportError,
     ValidationError,
 )
+from hubkit.policies import (
+    Bidirectional,
+    PeriodicSync,
+    PushAfterWrite,
+    QueryOnInit,
+    WebSocketSubscription,
+    remote_wins,
+)
+from hubkit.sink import Sink, Subscription, aopen_sink, open_sink
 from hubkit.store import Store
 from hubkit.types import (
     Change,
@@ -39,6 +48,7 @@ from hubkit.types import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Bidirectional",
     "BridgeError",
     "Change",
     "ClosedError",
@@ -51,7 +61,10 @@ __all__ = [
     "Message",
     "OfflineError",
     "Op",
+    "PeriodicSync",
     "ProtocolError",
+    "PushAfterWrite",
+    "QueryOnInit",
     "RateLimited",
     "Reconnected",
     "Rejected",
@@ -59,16 +72,22 @@ __all__ = [
     "RemoteTimeout",
     "ScheduleStatus",
     "SchemaError",
+    "Sink",
     "Source",
     "Store",
     "StoreError",
     "StreamingConnection",
+    "Subscription",
     "SyncError",
     "SyncPolicy",
     "SyncStatus",
     "TransportError",
     "ValidationError",
+    "WebSocketSubscription",
     "__version__",
+    "aopen_sink",
+    "open_sink",
     "reflect",
+    "remote_wins",
     "wire",
 ]
