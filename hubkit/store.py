@@ -268,7 +268,9 @@ class _Tx(Protocol):
 
     def insert_many(self, table: sa.Table, rows: list[dict[str, Any]]) -> None: ...
 
-    def upsert(self, ts: TableStore, storage: pl.DataFrame) -> None: ...
+    def upsert(self, ts: TableStore, storage: pl.DataFrame) -> None:
+        """Insert or replace ``storage`` rows (stored values; large batches in key order)."""
+        ...
 
     def column_names(self, table: str) -> list[str] | None: ...
 
@@ -359,10 +361,8 @@ class _AdbcTx:
         if storage.height <= _DIRECT_MAX:
             self.cur.executemany(ts._direct_sql, storage.to_arrow())
             return
-        # Rows in key order turn random B-tree inserts into appends: ~3x faster for 1M rows.
-        ordered = storage.sort(list(ts.spec.key), maintain_order=True)
         self.cur.adbc_ingest(
-            ts._stage_name, ordered.to_arrow(), mode="create_append", temporary=True
+            ts._stage_name, storage.to_arrow(), mode="create_append", temporary=True
         )
         self.cur.execute(ts._staged_sql)
         self.cur.execute(f'DELETE FROM temp."{ts._stage_name}"')
@@ -855,9 +855,20 @@ class TableStore:
         written) for a bad value, ``StoreError`` if the database fails (nothing written).
         """
         frame = self.spec.to_frame(rows)
-        if frame.height > 1 and frame.n_unique(subset=list(self.spec.key)) < frame.height:
-            frame = frame.unique(subset=list(self.spec.key), keep="last", maintain_order=True)
-        storage = self._storage(frame)
+        key = list(self.spec.key)
+        if frame.height > _DIRECT_MAX:
+            # Rows in key order turn random B-tree inserts into appends (~3x faster for 1M
+            # rows); in key order, a repeated key is also cheap to spot.
+            ordered = frame.sort(key, maintain_order=True)
+            repeated = pl.all_horizontal([pl.col(k) == pl.col(k).shift(1) for k in key]).any()
+            if ordered.select(repeated).item():
+                frame = frame.unique(subset=key, keep="last", maintain_order=True)
+                ordered = ordered.unique(subset=key, keep="last", maintain_order=True)
+            storage = self._storage(ordered)
+        else:
+            if frame.height > 1 and frame.n_unique(subset=key) < frame.height:
+                frame = frame.unique(subset=key, keep="last", maintain_order=True)
+            storage = self._storage(frame)
         now = _now_us()
         entries = [self._outbox_row(w, now) for w in outbox]
         sync = _to_us(last_sync)
