@@ -26,9 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _data import Trade, trade_frame, trade_tuples  # noqa: E402
+from _data import Trade, trade_frame, trade_tuples
 
-import hubkit  # noqa: E402
+import hubkit
 
 
 def _baseline_pass(conn: sqlite3.Connection, sql: str, rows: list[tuple[object, ...]]) -> float:
@@ -54,9 +54,13 @@ def main() -> None:
         spec = hubkit.reflect(Trade, key="id")
         with hubkit.Store(Path(tmp) / "hubkit.db") as store:
             table = store.table(spec)  # creates the table; imports the ADBC driver
-            ddl = sqlite3.connect(Path(tmp) / "hubkit.db").execute(
-                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (spec.table,)
-            ).fetchone()[0]
+            ddl = (
+                sqlite3.connect(Path(tmp) / "hubkit.db")
+                .execute(
+                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (spec.table,)
+                )
+                .fetchone()[0]
+            )
 
             base = sqlite3.connect(Path(tmp) / "baseline.db", isolation_level=None)
             base.execute("PRAGMA journal_mode = WAL")

@@ -25,11 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _data import Trade, trade_frame  # noqa: E402
+import polars as pl
+from _data import Trade, trade_frame
 
-import polars as pl  # noqa: E402
-
-import hubkit  # noqa: E402
+import hubkit
 
 
 def main() -> None:
