@@ -12,9 +12,10 @@ Pick one and pass it to ``open_sink(..., policy=...)``::
 The protocol (``hubkit.SyncPolicy``) is two coroutines: ``run(ctx)`` lives as long as the sink
 (it is cancelled on close and restarted by ``reconnect()``); ``sync_once(ctx)`` performs one
 sync now and is what ``force_sync()``/``schedule_sync()`` call. A policy works only through its
-``SyncContext`` (``ctx.connection``, ``ctx.apply_remote``, ``ctx.pending``, ...). Two optional
-attributes: ``pushes_local_writes = True`` makes the sink's DAO write outbox entries with each
-local write, and ``async flush(ctx)`` is called once, with a time limit, when the sink closes.
+``SyncContext`` (``ctx.connection``, ``ctx.apply_remote``, ``ctx.pending``, ...). Optional
+extras: ``pushes_local_writes = True`` makes the sink's DAO write outbox entries with each
+local write; ``async start(ctx)`` runs before ``open_sink`` returns (a failure there fails the
+open); ``async flush(ctx)`` is called once, with a time limit, when the sink closes.
 
 A custom policy needs no base class. This one fetches on start and whenever asked::
 
@@ -201,6 +202,15 @@ def _connection(ctx: SyncContext) -> Connection:
     connection = ctx.connection
     if connection is None:
         raise SyncError("this policy needs a connection; open the sink with connection=...")
+    return connection
+
+
+def _streaming(ctx: SyncContext) -> StreamingConnection:
+    connection = _connection(ctx)
+    if not isinstance(connection, StreamingConnection):
+        raise SyncError(
+            f"WebSocketSubscription needs a streaming connection, not {type(connection)!r}"
+        )
     return connection
 
 
@@ -804,13 +814,12 @@ class WebSocketSubscription:
 
     # The loop keeps its state in a _Stream object created per run, never on the policy.
 
+    async def start(self, ctx: SyncContext) -> None:
+        """Subscribe before the sink is handed out, so ``open_sink`` returns subscribed."""
+        await _streaming(ctx).subscribe(self.topics)
+
     async def run(self, ctx: SyncContext) -> None:
-        connection = _connection(ctx)
-        if not isinstance(connection, StreamingConnection):
-            raise SyncError(
-                f"WebSocketSubscription needs a streaming connection, not {type(connection)!r}"
-            )
-        stream = _Stream(self, ctx, connection)
+        stream = _Stream(self, ctx, _streaming(ctx))
         try:
             await stream.run()
         finally:

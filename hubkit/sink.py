@@ -642,6 +642,9 @@ class Sink:
         if self._connection is not None:
             self._route_connection_errors(self._connection)
             await self._connection.connect()
+        start = getattr(self._policy, "start", None)
+        if callable(start):
+            await start(self)
         self._start_policy()
 
     def _route_connection_errors(self, connection: Connection) -> None:

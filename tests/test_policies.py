@@ -663,7 +663,7 @@ def _stored(sink: Sink) -> list[str]:
 def test_websocket_rows_are_stored_and_repeats_are_not_reported(db: Path) -> None:
     conn = InMemoryConnection(key="trade_id")
     with _ws_sink(db, conn) as sink:
-        eventually(lambda: "trades" in conn.subscriptions)
+        assert "trades" in conn.subscriptions  # subscribed before open_sink returned
         changes = Recorder()
         sink.subscribe(changes)
         conn.push_stream("trades", [trade(1), trade(2)])
