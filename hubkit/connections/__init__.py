@@ -32,13 +32,8 @@ from hubkit.connections.http import (
 )
 from hubkit.connections.jsonrpc import JsonRpcConnection, JsonRpcMethods
 from hubkit.connections.retry import Backoff, RateLimitInfo, RetryPolicy, TokenBucket
-from hubkit.connections.websocket import (
-    Extractor,
-    TopicDecoder,
-    WebSocketConnection,
-    default_extract,
-    renamed,
-)
+from hubkit.connections.websocket import WebSocketConnection
+from hubkit.connections.wsdecode import Extractor, TopicDecoder, default_extract, renamed
 from hubkit.connections.wsproto import (
     BybitWsProtocol,
     WsAck,

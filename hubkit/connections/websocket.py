@@ -54,8 +54,8 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +64,15 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from hubkit.connections.retry import Backoff, Sleep
+from hubkit.connections.wsdecode import (
+    DecoderLike,
+    RawFrame,
+    TopicDecoder,
+    TopicDecoders,
+    as_decode_error,
+    decode_run,
+    runs,
+)
 from hubkit.connections.wsproto import BybitWsProtocol, WsAck, WsData, WsPong, WsProtocol, chunked
 from hubkit.errors import (
     ClosedError,
@@ -73,66 +82,14 @@ from hubkit.errors import (
     RemoteTimeout,
     TransportError,
 )
-from hubkit.types import Connection, ErrorHandler, Message, Reconnected, StreamEvent
+from hubkit.types import Connection, ErrorHandler, Reconnected, StreamEvent
 
 if TYPE_CHECKING:
     from hubkit.entity import EntitySpec
 
-__all__ = [
-    "Extractor",
-    "TopicDecoder",
-    "WebSocketConnection",
-    "default_extract",
-    "renamed",
-]
+__all__ = ["WebSocketConnection"]
 
 logger = logging.getLogger("hubkit.connections")
-
-Extractor = Callable[[Any], Sequence[Mapping[str, Any]]]
-"""Turns a frame's ``data`` into the JSON objects ``spec.from_wire`` decodes."""
-
-
-def default_extract(data: Any) -> Sequence[Mapping[str, Any]]:
-    """A list of objects stays as it is; one object becomes a one-row list."""
-    if isinstance(data, list):
-        return data
-    if isinstance(data, Mapping):
-        return [data]
-    raise DecodeError(f"data is a {type(data).__name__}, not a list or object", field="data")
-
-
-def renamed(names: Mapping[str, str], extract: Extractor = default_extract) -> Extractor:
-    """An extractor that renames keys (``{"p": "price"}``) in every item; others are kept."""
-
-    def extractor(data: Any) -> Sequence[Mapping[str, Any]]:
-        items = extract(data)
-        out: list[Mapping[str, Any]] = []
-        for item in items:
-            if not isinstance(item, Mapping):
-                raise DecodeError("an item of data is not an object", field="data")
-            out.append({names.get(key, key): value for key, value in item.items()})
-        return out
-
-    return extractor
-
-
-@dataclass(frozen=True)
-class TopicDecoder:
-    """How frames of one topic family become rows: ``spec.from_wire(extract(data))``."""
-
-    spec: EntitySpec
-    extract: Extractor = field(default=default_extract)
-
-
-@dataclass(slots=True)
-class _Raw:
-    """A data frame waiting in the queue, not yet decoded into a Polars frame."""
-
-    topic: str
-    kind: str
-    items: Sequence[Mapping[str, Any]]
-    decoder: TopicDecoder
-    received_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +99,7 @@ class _Failure:
 
 _END = object()  # queue sentinel: the stream was closed
 
-_QueueItem = Any  # _Raw | Reconnected | _Failure | _END
+_QueueItem = Any  # RawFrame | Reconnected | _Failure | _END
 
 
 @dataclass
@@ -177,7 +134,7 @@ class WebSocketConnection:
     def __init__(
         self,
         url: str,
-        decoders: Mapping[str, TopicDecoder | tuple[EntitySpec, Extractor] | EntitySpec],
+        decoders: Mapping[str, DecoderLike],
         *,
         protocol: WsProtocol | None = None,
         rest: Connection | None = None,
@@ -195,8 +152,7 @@ class WebSocketConnection:
         compression: str | None = None,
     ) -> None:
         self.url = url
-        self._decoders = {topic: _as_decoder(value) for topic, value in decoders.items()}
-        self._resolved: dict[str, TopicDecoder | None] = {}
+        self._decoders = TopicDecoders(decoders)
         self.protocol: WsProtocol = protocol if protocol is not None else BybitWsProtocol()
         self.rest = rest
         self._on_error = on_error
@@ -638,7 +594,7 @@ class WebSocketConnection:
 
     # -- frames ---------------------------------------------------------------------------
 
-    def _handle(self, raw: bytes | str) -> _Raw | None:
+    def _handle(self, raw: bytes | str) -> RawFrame | None:
         """Parse one frame: control frames are acted on here, data frames are returned."""
         try:
             event = self.protocol.parse(raw)
@@ -653,9 +609,11 @@ class WebSocketConnection:
             try:
                 items = decoder.extract(event.data)
             except Exception as exc:
-                self._decode_failed(_decode_error(exc, "cannot extract rows", "data"), event.topic)
+                self._decode_failed(
+                    as_decode_error(exc, "cannot extract rows", "data"), event.topic
+                )
                 return None
-            return _Raw(event.topic, event.kind, items, decoder, time.monotonic())
+            return RawFrame(event.topic, event.kind, items, decoder, time.monotonic())
         if type(event) is WsAck:
             self._on_ack(event)
         elif type(event) is WsPong:
@@ -664,17 +622,7 @@ class WebSocketConnection:
         return None
 
     def _decoder_for(self, topic: str) -> TopicDecoder | None:
-        try:
-            return self._resolved[topic]
-        except KeyError:
-            pass
-        decoder = None
-        parts = topic.split(".")
-        for end in range(len(parts), 0, -1):
-            decoder = self._decoders.get(".".join(parts[:end]))
-            if decoder is not None:
-                break
-        self._resolved[topic] = decoder
+        decoder = self._decoders.resolve(topic)
         if decoder is None and topic not in self._unknown_topics:
             self._unknown_topics.add(topic)
             self._decode_failed(DecodeError(f"no decoder for topic {topic!r}", field="topic"))
@@ -696,31 +644,6 @@ class WebSocketConnection:
         except Exception:
             logger.exception("the WebSocket error handler failed")
 
-    def _decode_group(self, group: list[_Raw]) -> Message | None:
-        """One ``Message`` from a run of frames of one topic and kind; bad frames are skipped
-        whole (the run is decoded in one call, and frame by frame only if that fails)."""
-        first = group[0]
-        if len(group) > 1:
-            try:
-                frame = first.decoder.spec.from_wire([item for raw in group for item in raw.items])
-            except Exception:
-                pass  # find the bad frames one by one below
-            else:
-                return Message(first.topic, frame, first.kind, first.received_at)
-        frames = [part for raw in group if (part := self._decode_one(raw)) is not None]
-        if not frames:
-            return None
-        merged = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
-        return Message(first.topic, merged, first.kind, first.received_at)
-
-    def _decode_one(self, raw: _Raw) -> pl.DataFrame | None:
-        try:
-            frame: pl.DataFrame = raw.decoder.spec.from_wire(raw.items)
-        except Exception as exc:
-            self._decode_failed(_decode_error(exc, "rows do not decode", None), raw.topic)
-            return None
-        return frame
-
     async def messages(self) -> AsyncIterator[StreamEvent]:
         """Decoded ``Message``s and ``Reconnected`` events, in arrival order per topic.
 
@@ -741,32 +664,22 @@ class WebSocketConnection:
                 return
             if isinstance(item, _Failure):
                 raise item.error
-            if not isinstance(item, _Raw):
+            if not isinstance(item, RawFrame):
                 yield item
                 continue
-            # Coalesce what is already waiting into runs: one run per topic while the kind
-            # stays the same (a snapshot after deltas starts a new run, so order is kept).
-            runs: list[list[_Raw]] = [[item]]
-            latest: dict[str, list[_Raw]] = {item.topic: runs[0]}
-            taken = 1
-            while taken < self._batch:
+            # Coalesce the frames already waiting (up to ``batch``) into runs.
+            waiting = [item]
+            while len(waiting) < self._batch:
                 try:
                     nxt = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     break
-                if not isinstance(nxt, _Raw):
-                    carry = nxt
+                if not isinstance(nxt, RawFrame):
+                    carry = nxt  # a Reconnected or the end: deliver it after these rows
                     break
-                taken += 1
-                run = latest.get(nxt.topic)
-                if run is not None and run[-1].kind == nxt.kind:
-                    run.append(nxt)
-                else:
-                    run = [nxt]
-                    runs.append(run)
-                    latest[nxt.topic] = run
-            for run in runs:
-                message = self._decode_group(run)
+                waiting.append(nxt)
+            for run in runs(waiting):
+                message = decode_run(run, self._decode_failed)
                 if message is not None:
                     yield message
 
@@ -795,15 +708,6 @@ class WebSocketConnection:
         await self._rest("remove").remove(spec, key)
 
 
-def _as_decoder(value: TopicDecoder | tuple[EntitySpec, Extractor] | EntitySpec) -> TopicDecoder:
-    if isinstance(value, TopicDecoder):
-        return value
-    if isinstance(value, tuple):
-        spec, extract = value
-        return TopicDecoder(spec, extract)
-    return TopicDecoder(value)
-
-
 def _check_topics(topics: Sequence[str]) -> list[str]:
     if isinstance(topics, str):
         raise TypeError("topics must be a list of strings, not one string")
@@ -815,15 +719,6 @@ def _check_topics(topics: Sequence[str]) -> list[str]:
 
 def _merge(failures: Sequence[ProtocolError]) -> ProtocolError:
     return ProtocolError("; ".join(str(failure) for failure in failures), temporary=False)
-
-
-def _decode_error(exc: Exception, what: str, field: str | None) -> DecodeError:
-    """``exc`` as a ``DecodeError`` (unchanged if it already is one)."""
-    if isinstance(exc, DecodeError):
-        return exc
-    error = DecodeError(f"{what}: {exc}", field=getattr(exc, "field", None) or field)
-    error.__cause__ = exc
-    return error
 
 
 async def _abort(ws: ClientConnection) -> None:
