@@ -221,12 +221,13 @@ class Route:
     row list in the body (None: the body is the list; a single object counts as one row);
     ``cursor``: pagination, or None; ``envelope``: the error rule for 2xx bodies, or None;
     ``row_mapper``: applied to every item (e.g. ``array_row(...)`` for klines); ``create`` /
-    ``update`` / ``remove``: the write verbs, None where the API has none; ``max_pages``: a
-    safety stop for runaway cursors.
+    ``update`` / ``remove``: the write verbs, None where the API has none; ``method``: of the
+    fetch (GET sends parameters as the query, POST as a JSON body); ``max_pages``: a safety
+    stop for runaway cursors. Fetches are idempotent, so every temporary failure is retried.
     """
 
     path: str
-    params: Mapping[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
     items: str | None = None
     cursor: Cursor | None = None
     envelope: Envelope | None = None
@@ -410,7 +411,10 @@ class HttpConnection:
     async def _page_items(
         self, route: Route, params: Mapping[str, Any] | None
     ) -> AsyncIterator[tuple[list[Mapping[str, Any]], str | None]]:
-        query = stringify({**route.params, **(params or {})})
+        # GET sends the parameters as the query; other methods send them as a JSON body.
+        as_query = route.method.upper() in ("GET", "HEAD", "DELETE")
+        merged: dict[str, Any] = {**route.params, **(params or {})}
+        query: dict[str, Any] = stringify(merged) if as_query else merged
         what = f"{route.method} {route.path}"
         seen: set[str] = set()
         for _ in range(route.max_pages):
@@ -418,7 +422,8 @@ class HttpConnection:
                 route.method,
                 route.path,
                 lambda response: self._reply(route, what, response),
-                params=query,
+                params=query if as_query else None,
+                content=None if as_query else encode_json(query),
                 idempotent=True,
             )
             items = self._items(route, body, what)

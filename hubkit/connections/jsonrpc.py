@@ -74,7 +74,7 @@ class JsonRpcMethods:
     update: str | None = None
     remove: str | None = None
     items: str | None = None
-    params: Mapping[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
     cursor: Cursor | None = None
     echo: bool = True
     idempotent: bool = False

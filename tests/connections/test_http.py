@@ -220,6 +220,26 @@ async def test_plain_json_route_without_envelope(server: ScriptedHttpServer) -> 
     assert server.requests[1].query == {"page": "2"}
 
 
+@pytest.mark.anyio
+async def test_a_post_route_sends_parameters_as_json(server: ScriptedHttpServer) -> None:
+    server.script(
+        "/search",
+        [
+            Reply(body={"rows": [instrument("A")], "next": "p2"}),
+            Reply(body={"rows": [instrument("B")], "next": ""}),
+        ],
+    )
+    route = Route("/search", {"kind": "all"}, items="rows", cursor=Cursor("next"), method="POST")
+    async with HttpConnection(server.url, route) as conn:
+        frame = await conn.fetch(INSTRUMENT, {"limit": 5})
+    assert frame["symbol"].to_list() == ["A", "B"]
+    assert [seen.json() for seen in server.requests] == [
+        {"kind": "all", "limit": 5},
+        {"kind": "all", "limit": 5, "cursor": "p2"},
+    ]
+    assert all(seen.method == "POST" and not seen.query for seen in server.requests)
+
+
 # -- retries and rate limits --------------------------------------------------------------
 
 
