@@ -17,16 +17,73 @@ SEED = 20240101
 
 # Reference prices (USD) per base coin; generated coins get a random price.
 BASE_PRICES: dict[str, float] = {
-    "BTC": 97000.0, "ETH": 3400.0, "SOL": 190.0, "XRP": 2.3, "DOGE": 0.32, "ADA": 0.95,
-    "AVAX": 38.0, "LINK": 22.0, "DOT": 7.1, "LTC": 105.0, "BCH": 450.0, "TRX": 0.25,
-    "MATIC": 0.48, "ATOM": 6.8, "NEAR": 5.2, "APT": 9.1, "ARB": 0.78, "OP": 1.9, "SUI": 4.1,
-    "TON": 5.5, "FIL": 5.0, "ETC": 27.0, "XLM": 0.42, "UNI": 13.0, "AAVE": 340.0, "INJ": 24.0,
-    "BIO": 0.6, "PEPE": 0.000019, "SHIB1000": 0.022, "WIF": 2.1, "BNB": 690.0, "EOS": 0.8,
-    "MANA": 0.55, "SAND": 0.6, "AXS": 6.5, "GALA": 0.04, "APE": 1.3, "CRV": 0.9, "MKR": 1600.0,
-    "COMP": 80.0, "SNX": 2.6, "RUNE": 4.5, "KAS": 0.12, "SEI": 0.45, "TIA": 5.8, "JUP": 0.9,
-    "WLD": 2.4, "ORDI": 30.0, "STX": 1.7, "IMX": 1.4, "HBAR": 0.28, "ALGO": 0.38, "VET": 0.045,
-    "ICP": 10.0, "GRT": 0.22, "FTM": 0.7, "EGLD": 35.0, "THETA": 2.0, "XTZ": 1.2, "ZEC": 55.0,
-    "DASH": 38.0, "NEO": 13.0, "KSM": 30.0, "ENS": 35.0, "LDO": 1.8, "DYDX": 1.5, "GMX": 25.0,
+    "BTC": 97000.0,
+    "ETH": 3400.0,
+    "SOL": 190.0,
+    "XRP": 2.3,
+    "DOGE": 0.32,
+    "ADA": 0.95,
+    "AVAX": 38.0,
+    "LINK": 22.0,
+    "DOT": 7.1,
+    "LTC": 105.0,
+    "BCH": 450.0,
+    "TRX": 0.25,
+    "MATIC": 0.48,
+    "ATOM": 6.8,
+    "NEAR": 5.2,
+    "APT": 9.1,
+    "ARB": 0.78,
+    "OP": 1.9,
+    "SUI": 4.1,
+    "TON": 5.5,
+    "FIL": 5.0,
+    "ETC": 27.0,
+    "XLM": 0.42,
+    "UNI": 13.0,
+    "AAVE": 340.0,
+    "INJ": 24.0,
+    "BIO": 0.6,
+    "PEPE": 0.000019,
+    "SHIB1000": 0.022,
+    "WIF": 2.1,
+    "BNB": 690.0,
+    "EOS": 0.8,
+    "MANA": 0.55,
+    "SAND": 0.6,
+    "AXS": 6.5,
+    "GALA": 0.04,
+    "APE": 1.3,
+    "CRV": 0.9,
+    "MKR": 1600.0,
+    "COMP": 80.0,
+    "SNX": 2.6,
+    "RUNE": 4.5,
+    "KAS": 0.12,
+    "SEI": 0.45,
+    "TIA": 5.8,
+    "JUP": 0.9,
+    "WLD": 2.4,
+    "ORDI": 30.0,
+    "STX": 1.7,
+    "IMX": 1.4,
+    "HBAR": 0.28,
+    "ALGO": 0.38,
+    "VET": 0.045,
+    "ICP": 10.0,
+    "GRT": 0.22,
+    "FTM": 0.7,
+    "EGLD": 35.0,
+    "THETA": 2.0,
+    "XTZ": 1.2,
+    "ZEC": 55.0,
+    "DASH": 38.0,
+    "NEO": 13.0,
+    "KSM": 30.0,
+    "ENS": 35.0,
+    "LDO": 1.8,
+    "DYDX": 1.5,
+    "GMX": 25.0,
 }
 
 
@@ -187,7 +244,11 @@ def _prelisting(rng: random.Random) -> dict[str, Any]:
     return {
         "curAuctionPhase": "NotStarted",
         "phases": phases,
-        "auctionFeeInfo": {"auctionFeeRate": "0", "takerFeeRate": "0.001", "makerFeeRate": "0.0004"},
+        "auctionFeeInfo": {
+            "auctionFeeRate": "0",
+            "takerFeeRate": "0.001",
+            "makerFeeRate": "0.0004",
+        },
         "skipCallAuction": False,
     }
 
@@ -212,8 +273,15 @@ def linear(rng: random.Random, prices: dict[str, float]) -> tuple[list[dict[str,
         elif roll < 0.02:
             status = "PreLaunch"
         item = _derivative(
-            rng, prices, symbol=symbol, symbol_id=sid, base=coin, quote="USDT", settle="USDT",
-            contract_type="LinearPerpetual", status=status,
+            rng,
+            prices,
+            symbol=symbol,
+            symbol_id=sid,
+            base=coin,
+            quote="USDT",
+            settle="USDT",
+            contract_type="LinearPerpetual",
+            status=status,
         )
         if status == "PreLaunch":
             item["isPreListing"] = True
@@ -224,7 +292,13 @@ def linear(rng: random.Random, prices: dict[str, float]) -> tuple[list[dict[str,
         sid += 1
         items.append(
             _derivative(
-                rng, prices, symbol=f"{coin}PERP", symbol_id=sid, base=coin, quote="USDC", settle="USDC",
+                rng,
+                prices,
+                symbol=f"{coin}PERP",
+                symbol_id=sid,
+                base=coin,
+                quote="USDC",
+                settle="USDC",
                 contract_type="LinearPerpetual",
             )
         )
@@ -234,8 +308,15 @@ def linear(rng: random.Random, prices: dict[str, float]) -> tuple[list[dict[str,
                 sid += 1
                 items.append(
                     _derivative(
-                        rng, prices, symbol=symbol, symbol_id=sid, base=coin, quote=quote,
-                        settle=quote, contract_type="LinearFutures", delivery=delivery,
+                        rng,
+                        prices,
+                        symbol=symbol,
+                        symbol_id=sid,
+                        base=coin,
+                        quote=quote,
+                        settle=quote,
+                        contract_type="LinearFutures",
+                        delivery=delivery,
                     )
                 )
     items.sort(key=lambda it: it["symbol"])
@@ -251,8 +332,15 @@ def inverse(rng: random.Random, prices: dict[str, float]) -> tuple[list[dict[str
         sid += 1
         items.append(
             _derivative(
-                rng, prices, symbol=f"{coin}USD", symbol_id=sid, base=coin, quote="USD", settle=coin,
-                contract_type="InversePerpetual", inverse=True,
+                rng,
+                prices,
+                symbol=f"{coin}USD",
+                symbol_id=sid,
+                base=coin,
+                quote="USD",
+                settle=coin,
+                contract_type="InversePerpetual",
+                inverse=True,
             )
         )
     for code, delivery in EXPIRIES[1:3]:
@@ -261,8 +349,16 @@ def inverse(rng: random.Random, prices: dict[str, float]) -> tuple[list[dict[str
             sid += 1
             items.append(
                 _derivative(
-                    rng, prices, symbol=f"{coin}USD{month}", symbol_id=sid, base=coin, quote="USD",
-                    settle=coin, contract_type="InverseFutures", delivery=delivery, inverse=True,
+                    rng,
+                    prices,
+                    symbol=f"{coin}USD{month}",
+                    symbol_id=sid,
+                    base=coin,
+                    quote="USD",
+                    settle=coin,
+                    contract_type="InverseFutures",
+                    delivery=delivery,
+                    inverse=True,
                 )
             )
     items.sort(key=lambda it: it["symbol"])
@@ -362,7 +458,12 @@ def option(rng: random.Random, prices: dict[str, float]) -> tuple[list[dict[str,
 def main() -> None:
     rng = random.Random(SEED)
     prices = dict(BASE_PRICES)
-    for name, build in (("linear", linear), ("inverse", inverse), ("spot", spot), ("option", option)):
+    for name, build in (
+        ("linear", linear),
+        ("inverse", inverse),
+        ("spot", spot),
+        ("option", option),
+    ):
         items, real = build(rng, prices)
         doc = {"category": name, "realSymbols": real, "list": items}
         path = HERE / f"instruments_{name}.json"
