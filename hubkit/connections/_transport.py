@@ -14,6 +14,7 @@ Which failures are retried inside one call (``RetryPolicy.wait_for`` decides the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ from hubkit.connections.retry import (
     parse_retry_after,
 )
 from hubkit.errors import (
+    BridgeError,
     DecodeError,
     HubkitError,
     ProtocolError,
@@ -82,6 +84,7 @@ class HttpClient:
         self._headers = dict(headers or {})
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._paused_until = 0.0
         self.requests_made = 0
         self.last_rate_limit: RateLimitInfo | None = None
@@ -96,6 +99,7 @@ class HttpClient:
         """Create the client on the running loop (idempotent)."""
         if self.is_open:
             return
+        self._loop = asyncio.get_running_loop()
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(self.timeout),
@@ -209,6 +213,12 @@ class HttpClient:
         """
         if self._client is None or self._client.is_closed:
             await self.open()
+        elif asyncio.get_running_loop() is not self._loop:
+            # httpx's pool belongs to the loop that made it; sharing it fails obscurely later.
+            raise BridgeError(
+                "this connection was opened on another event loop; use it from that loop "
+                "(or disconnect() and connect() again here)"
+            )
         client = self._client
         assert client is not None
         what = f"{method} {path}"
@@ -252,15 +262,25 @@ class HttpClient:
 
 
 def status_error(response: httpx.Response, what: str, retry: RetryPolicy) -> HubkitError | None:
-    """The error an HTTP status means, or None for 1xx-3xx.
+    """The error an HTTP status means, or None for 1xx/2xx.
+
+    3xx -> permanent ``ProtocolError`` naming the new location (redirects are not followed: an
+    API that moved should be configured with its new URL, and credentials must not follow).
 
     429 -> ``RateLimited`` (``Retry-After``, else ``retry.default_rate_wait``); 403 ->
     ``RateLimited`` with ``Retry-After`` or ``retry.ip_ban_wait`` (ByBit's IP limit: "stop and
     wait at least 10 minutes"); 5xx -> temporary ``ProtocolError``; other 4xx -> permanent one.
     """
     status = response.status_code
-    if status < 400:
+    if status < 300:
         return None
+    if status < 400:
+        where = response.headers.get("Location", "elsewhere")
+        return ProtocolError(
+            f"{what}: HTTP {status} redirect to {public_url(where)}; use that URL instead",
+            status=status,
+            temporary=False,
+        )
     reason = _short_text(response)
     if status in (429, 403):
         asked = parse_retry_after(response.headers.get("Retry-After"), retry.clock())

@@ -63,6 +63,7 @@ from hubkit.connections.retry import (
 )
 from hubkit.errors import (
     DecodeError,
+    HubkitError,
     ProtocolError,
     RateLimited,
     Rejected,
@@ -380,16 +381,20 @@ class HttpConnection:
             raise error
         body = parse_json(response, what) if response.content.strip() else None
         if route.envelope is not None:
-            route.envelope(
-                Reply(
-                    what,
-                    response.status_code,
-                    response.headers,
-                    body,
-                    self._http.retry.clock(),
-                    self._http.retry.default_rate_wait,
-                )
+            reply = Reply(
+                what,
+                response.status_code,
+                response.headers,
+                body,
+                self._http.retry.clock(),
+                self._http.retry.default_rate_wait,
             )
+            try:
+                route.envelope(reply)
+            except HubkitError:
+                raise
+            except Exception as exc:  # a broken rule or an odd body: still a hubkit error
+                raise DecodeError(f"{what}: the envelope rule failed: {exc!r}") from exc
         return body
 
     def _items(self, route: Route, body: Any, what: str) -> list[Mapping[str, Any]]:
@@ -401,7 +406,12 @@ class HttpConnection:
             where = route.items or "body"
             raise DecodeError(f"{what}: {where!r} is not a list", field=where)
         if route.row_mapper is not None:
-            return [route.row_mapper(item) for item in found]
+            try:
+                return [route.row_mapper(item) for item in found]
+            except HubkitError:
+                raise
+            except Exception as exc:
+                raise DecodeError(f"{what}: the row mapper failed: {exc!r}") from exc
         for item in found:
             if not isinstance(item, Mapping):
                 where = route.items or "body"

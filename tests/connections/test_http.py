@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -23,6 +24,7 @@ from hubkit.connections import (
     array_row,
 )
 from hubkit.errors import (
+    BridgeError,
     DecodeError,
     HubkitError,
     ProtocolError,
@@ -238,6 +240,46 @@ async def test_a_post_route_sends_parameters_as_json(server: ScriptedHttpServer)
         {"kind": "all", "limit": 5, "cursor": "p2"},
     ]
     assert all(seen.method == "POST" and not seen.query for seen in server.requests)
+
+
+@pytest.mark.anyio
+async def test_redirects_are_not_followed(server: ScriptedHttpServer) -> None:
+    server.script(
+        INSTRUMENTS, [Reply(301, headers={"Location": "https://u:pw@new.example.com/v5"})]
+    )
+    async with HttpConnection(server.url, routes(), auth=BybitSigner("k", "s")) as conn:
+        with pytest.raises(ProtocolError) as caught:
+            await conn.fetch(INSTRUMENT)
+    assert caught.value.status == 301 and not caught.value.temporary
+    assert "new.example.com" in str(caught.value) and "pw" not in str(caught.value)
+    assert len(server.requests) == 1
+
+
+@pytest.mark.anyio
+async def test_a_broken_envelope_rule_is_still_a_hubkit_error(server: ScriptedHttpServer) -> None:
+    def rule(reply: object) -> None:
+        raise KeyError("retCode")
+
+    server.script("/x", [Reply(body={"rows": []})])
+    async with HttpConnection(server.url, Route("/x", items="rows", envelope=rule)) as conn:
+        with pytest.raises(DecodeError, match="envelope rule failed"):
+            await conn.fetch(INSTRUMENT)
+
+
+def test_a_connection_belongs_to_the_loop_that_opened_it(server: ScriptedHttpServer) -> None:
+    conn = HttpConnection(server.url, routes())
+    asyncio.run(conn.connect())
+
+    async def elsewhere() -> None:
+        with pytest.raises(BridgeError):
+            await conn.fetch(INSTRUMENT)
+        await conn.disconnect()
+        await conn.connect()  # reopened on this loop: fine
+        server.script(INSTRUMENTS, [Reply(body=bybit_ok([instrument("A")]))])
+        await conn.fetch(INSTRUMENT)
+        await conn.disconnect()
+
+    asyncio.run(elsewhere())
 
 
 # -- retries and rate limits --------------------------------------------------------------
