@@ -56,7 +56,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -240,7 +240,8 @@ class WebSocketConnection:
         self._reader = asyncio.create_task(
             self._run(ws, early), name=f"hubkit-ws-reader {self.url}"
         )
-        if self.ping_interval or self.silence_timeout:
+        keeper_running = self._keeper is not None and not self._keeper.done()
+        if (self.ping_interval or self.silence_timeout) and not keeper_running:
             self._keeper = asyncio.create_task(self._keepalive(), name="hubkit-ws-keepalive")
         if self.rest is not None:
             await self.rest.connect()
@@ -532,7 +533,10 @@ class WebSocketConnection:
             self._last_frame = asyncio.get_running_loop().time()
 
     async def _reconnect(self, reason: str) -> ClientConnection:
-        down_since = datetime.now(UTC)
+        # Rows may be missing since the last sign of life, not since the loss was noticed
+        # (a silent connection is noticed ``silence_timeout`` late).
+        quiet = max(0.0, asyncio.get_running_loop().time() - self._last_frame)
+        down_since = datetime.now(UTC) - timedelta(seconds=quiet)
         self._ws = None
         self._streaming = False
         self._fail_pending(TransportError(f"the connection was lost: {reason}"))

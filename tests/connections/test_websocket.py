@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -346,7 +346,8 @@ async def test_a_dropped_connection_reconnects_and_resubscribes(rec: Recorder) -
         await server.drop()
         (event,) = await take(events, 1)
         assert isinstance(event, Reconnected)
-        assert event.attempt == 1 and event.down_since >= before
+        # down since the last frame before the drop
+        assert event.attempt == 1 and before - timedelta(seconds=5) < event.down_since <= before
         assert server.connections == 2 and server.subscribed[1] == set(topics)
         assert conn.reconnects == 1 and len(rec.waits) == 1 and 0 <= rec.waits[0] <= 0.05
         await server.publish("publicTrade.ETHUSDT", [trade(2, "ETHUSDT")])
@@ -382,8 +383,10 @@ async def test_silence_triggers_a_reconnect(rec: Recorder) -> None:
         await conn.connect()
         events = conn.messages()
         server.muted.add(0)  # no pongs, no data: a dead connection that stays open
+        muted_at = datetime.now(UTC)
         (event,) = await take(events, 1)
         assert isinstance(event, Reconnected)
+        assert event.down_since <= muted_at  # from the last sign of life, not from detection
         assert server.connections == 2
         await conn.disconnect()
 
