@@ -98,6 +98,8 @@ _ONE_US: Final = timedelta(microseconds=1)
 _UNITS: Final = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}
 _DECIMAL_TEXT: Final = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
 _UTC_US: Final = pl.Datetime("us", "UTC")
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
 
 
 class _Missing(enum.Enum):
@@ -214,7 +216,7 @@ def _unwrap(hint: Any) -> tuple[Any, bool, Wire | None]:
     return hint, nullable, marker
 
 
-def _resolve_hints(cls: type) -> dict[str, Any]:
+def _resolve_hints(cls: type, prefix: tuple[str, ...] = ()) -> dict[str, Any]:
     try:
         return typing.get_type_hints(cls, include_extras=True)
     except NameError as exc:
@@ -227,10 +229,11 @@ def _resolve_hints(cls: type) -> dict[str, Any]:
             ),
             None,
         )
+        label = ".".join((*prefix, culprit)) if culprit else None
         raise SchemaError(
-            f"{cls.__name__}.{culprit or '?'}: cannot resolve type hint ({exc}); "
+            f"field {label or '?'!r} of {cls.__name__}: cannot resolve its type hint ({exc}); "
             "define the types it names at module level",
-            field=culprit,
+            field=label,
         ) from exc
 
 
@@ -242,7 +245,7 @@ def _columns(
     nullable_parent: bool,
     seen: tuple[type, ...],
 ) -> list[Column]:
-    hints = _resolve_hints(cls)
+    hints = _resolve_hints(cls, attr_prefix)
     out: list[Column] = []
     for f in dataclasses.fields(cls):
         attr_path = (*attr_prefix, f.name)
@@ -484,7 +487,7 @@ def _bad_member(column: Column, s: pl.Series) -> Any:
     members = {m.value for m in column.py_type}
     if len(s) <= _SMALL:
         return next((v for v in s.to_list() if v is not None and v not in members), _MISSING)
-    bad = ~s.is_in(pl.Series(list(members), dtype=column.dtype)) & s.is_not_null()
+    bad = ~s.is_in(pl.Series(list(members), dtype=column.dtype).implode()) & s.is_not_null()
     return _first(s, bad) if bad.any() else _MISSING
 
 
@@ -495,6 +498,16 @@ def _bad_decimal(s: pl.Series) -> Any:
         return next((v for v in s.to_list() if v is not None and not match(v)), _MISSING)
     ok = s.str.contains(_DECIMAL_TEXT)
     return _MISSING if ok.fill_null(True).all() else _first(s, ~ok)
+
+
+def _fits(value: Any, want: type | tuple[type, ...], kind: str) -> bool:
+    if value is None:
+        return True
+    if not isinstance(value, want):
+        return False
+    if kind == "int" and isinstance(value, int):
+        return _INT64_MIN <= value <= _INT64_MAX
+    return True
 
 
 def _typed_series(column: Column, values: list[Any]) -> pl.Series:
@@ -511,7 +524,7 @@ def _typed_series(column: Column, values: list[Any]) -> pl.Series:
                 "bool": bool,
             }
             want = wants[kind]
-            bad = next((v for v in values if v is not None and not isinstance(v, want)), values[0])
+            bad = next((v for v in values if not _fits(v, want, kind)), values[0])
             raise _bad(column, bad, f"is not a valid {kind}") from None
     if kind == "datetime":
         micros = [None if v is None else (_utc(column, v) - _EPOCH) // _ONE_US for v in values]
@@ -692,7 +705,9 @@ def _wire_series(column: Column, raw: list[Any], items: Sequence[Any]) -> pl.Ser
         bad = next((v for v in raw if isinstance(v, Mapping | list)), raw[0])
         raise fail(bad, f"is not a {kind} value") from None
     dt = s.dtype
-    if isinstance(dt, pl.Struct | pl.List | pl.Array | pl.Object):
+    nested = isinstance(dt, pl.Struct | pl.List | pl.Array | pl.Object)
+    # Polars turns objects mixed with strings into text ("{1}"): look for them in that case.
+    if nested or (dt == pl.String and any(isinstance(v, Mapping | list) for v in raw)):
         bad = next((v for v in raw if isinstance(v, Mapping | list)), raw[0])
         raise fail(bad, f"is not a {kind} value")
     if dt == pl.Null:
@@ -766,7 +781,10 @@ def _wire_series(column: Column, raw: list[Any], items: Sequence[Any]) -> pl.Ser
                 return s.str.to_datetime(time_unit="us", time_zone="UTC", strict=True)
             except pl.exceptions.PolarsError:
                 parsed = s.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
-                lost = parsed.is_null() & s.is_not_null()
+                numeric = s.cast(pl.Float64, strict=False).is_not_null()
+                lost = parsed.is_null() & s.is_not_null() & ~numeric
+                if not lost.any():  # every value is readable, but as different kinds of time
+                    raise fail(_first(s, numeric), "mixes epoch and ISO times") from None
                 raise fail(_first(s, lost), "is not an epoch time or ISO datetime") from None
         raise fail(_first(s, s.is_not_null()), "is not a datetime")
     if kind == "date":
