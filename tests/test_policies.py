@@ -854,3 +854,26 @@ def test_a_custom_policy_runs_in_a_sink(db: Path) -> None:
         sink.dao.upsert([item("local")])
         eventually(lambda: ids(sink.frame()) == ["local", "r", "r2"])
         assert conn.count("fetch") >= 2
+
+
+@dataclass
+class Candle:
+    symbol: str
+    start: datetime
+    close: float
+
+
+def test_pushes_with_a_composite_key_including_a_datetime(db: Path) -> None:
+    conn = InMemoryConnection(key=("symbol", "start"))
+    policy = PushAfterWrite(retry_interval=FAST)
+    with open_sink(Candle, ("symbol", "start"), store=db, connection=conn, policy=policy) as sink:
+        rows = [Candle("BTC", at(60), 1.0), Candle("BTC", at(120), 2.0)]
+        sink.dao.upsert(rows).wait(TIMEOUT)
+        assert set(conn.rows) == {("BTC", at(60)), ("BTC", at(120))}
+        conn.reject_key(("BTC", at(60)), "closed candle")
+        with pytest.raises(Rejected):
+            sink.dao.upsert([Candle("BTC", at(60), 9.0)]).wait(TIMEOUT)
+        assert sink.dao.get(("BTC", at(60))) == Candle("BTC", at(60), 1.0)
+        sink.dao.delete([("BTC", at(120))]).wait(TIMEOUT)
+        assert set(conn.rows) == {("BTC", at(60))}
+        assert ids(sink.frame(), "close") == [1.0]

@@ -6,9 +6,9 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 import hubkit
-from hubkit.errors import BridgeError, ClosedError, HubkitError, SchemaError, SyncError
+from hubkit.errors import BridgeError, ClosedError, SchemaError, SyncError
 from hubkit.policies import PushAfterWrite, QueryOnInit
 from hubkit.sink import Sink, aopen_sink, open_sink
 from hubkit.testing.memory import InMemoryConnection
@@ -408,6 +408,17 @@ def test_blocking_calls_from_a_handler_raise_bridge_error(db: Path) -> None:
         assert isinstance(error, BridgeError)
 
 
+def test_panel_shows_the_sink(db: Path) -> None:
+    with open_sink(Item, "id", store=db, name="items") as sink:
+        sink.dao.upsert(_items("a"))
+        panel = sink.panel(widget=False)
+        try:
+            assert [s.name for s in panel.statuses] == ["items"]
+            assert "items" in repr(panel)
+        finally:
+            panel.close()
+
+
 # -- write results ---------------------------------------------------------------------------
 
 
@@ -481,21 +492,3 @@ def test_concurrent_writers_from_threads(db: Path) -> None:
         changes.wait_for(60)
         assert sink.dao.count() == 60
         assert sink.frame().height == 60
-
-
-def test_the_sink_is_a_sync_context() -> None:
-    attrs: Mapping[str, Any] = vars(Sink)
-    for name in (
-        "apply_remote",
-        "state",
-        "pending",
-        "acknowledge",
-        "reject",
-        "emit_gap",
-        "report_error",
-        "set_status",
-        "wait_for_request",
-    ):
-        assert name in attrs
-    assert isinstance(HubkitError("x"), Exception)
-    assert datetime.now(UTC).tzinfo is not None
