@@ -64,7 +64,7 @@ EXIT_INTERRUPTED: Final = 130
 #: Dataset names whose ``sync`` keeps a live WebSocket sink open (the others sync over REST).
 STREAMED: Final = frozenset({"trades"})
 
-_DURATION: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|sec|m|min|h|d)?", re.IGNORECASE)
+_DURATION: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|min|sec|s|m|h|d)?", re.IGNORECASE)
 _UNIT_SECONDS: Final = {
     "ms": 0.001,
     "s": 1.0,
@@ -95,8 +95,8 @@ def parse_duration(text: str) -> float:
         if match.start() != pos:
             break
         number, unit = match.groups()
-        if unit is None and match.end() != len(cleaned):
-            raise ValueError(f"invalid duration {text!r}: a unit is needed between parts")
+        if unit is None and (match.start() != 0 or match.end() != len(cleaned)):
+            raise ValueError(f"invalid duration {text!r}: every part needs a unit")
         total += float(number) * _UNIT_SECONDS[(unit or "s").lower()]
         pos = match.end()
     if pos != len(cleaned):
