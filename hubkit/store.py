@@ -885,7 +885,9 @@ class TableStore:
             tx.insert_many(self.store._outbox, entries)
         return frame
 
-    def delete(self, keys: Iterable[Any], *, outbox: Sequence[OutboxWrite] = ()) -> pl.DataFrame:
+    def delete(
+        self, keys: Iterable[Any] | Any, *, outbox: Sequence[OutboxWrite] = ()
+    ) -> pl.DataFrame:
         """Delete rows by key; returns the rows that were deleted (missing keys are skipped).
 
         ``keys``: key values, key tuples, entities, rows, or a frame with the key columns; a
