@@ -147,13 +147,17 @@ class WsConn:
         self.sent = 0
         self.malformed = 0
         self.closed = False
+        self.pending: list[bytes] = []  # frames of the current publishing round
+        self.drop_after_flush = ""  # a drop decided during the round, done after its write
 
     def flush(self) -> None:
         """Write whatever the protocol has queued (handshake, pongs, close frames)."""
         for data in self.proto.data_to_send():
+            if self.closed:
+                continue  # dropped or stopping: nothing more goes out
             if data:
                 self.transport.write(data)
-            elif not self.closed:  # SEND_EOF: the server closes the TCP connection
+            else:  # SEND_EOF: the server closes the TCP connection
                 self.closed = True
                 self.transport.close()
 
@@ -164,7 +168,7 @@ class WsConn:
 
     def deliver(self, frame: bytes, message: Mapping[str, Any]) -> None:
         """Send one data message (pre-framed), applying the WebSocket fault switches."""
-        if self.closed:
+        if self.closed or self.drop_after_flush:
             return
         faults = self.hub.faults
         self.sent += 1
@@ -174,21 +178,48 @@ class WsConn:
             self.malformed += 1
             frame = ws_frame(malform(message, kind))
             self.hub.counter.add(f"malformed_{kind}")
-        self.transport.write(frame)
         self.hub.messages_out += 1
         limit = faults.drop_ws_every_n_messages
+        if self.hub.corked:  # one write per connection per round: far fewer system calls
+            if not self.pending:
+                self.hub.dirty.append(self)
+            self.pending.append(frame)
+            if limit and self.sent >= limit:
+                self.drop_after_flush = "ws_drop_messages"
+            return
+        self.transport.write(frame)
         if limit and self.sent >= limit:
             self.drop("ws_drop_messages")
         elif self.transport.get_write_buffer_size() > self.hub.options.ws_max_buffer:
             self.drop("ws_slow_consumer")
 
+    def flush_pending(self) -> None:
+        """Write the frames gathered during a publishing round, then any drop it decided."""
+        frames, self.pending = self.pending, []
+        if self.closed:
+            return
+        if frames:
+            self.transport.write(b"".join(frames))
+        if self.drop_after_flush:
+            reason, self.drop_after_flush = self.drop_after_flush, ""
+            self.drop(reason)
+        elif self.transport.get_write_buffer_size() > self.hub.options.ws_max_buffer:
+            self.drop("ws_slow_consumer")
+
     def drop(self, reason: str) -> None:
-        """Close the TCP connection without a close frame and count ``reason``."""
+        """Close the TCP connection without a close frame and count ``reason``.
+
+        Frames already written are still delivered (FIN after the buffer drains), so a client
+        sees exactly the messages sent before the drop; a slow consumer is cut off at once.
+        """
         if self.closed:
             return
         self.closed = True
         self.hub.counter.add(reason)
-        self.transport.abort()
+        if reason == "ws_slow_consumer":
+            self.transport.abort()
+        else:
+            self.transport.close()
 
 
 def malform(message: Mapping[str, Any], kind: str) -> bytes:
@@ -258,6 +289,8 @@ class Hub:
         self.ticker_push: dict[str, float] = {}
         self.klines: dict[tuple[str, str], tuple[int, float, list[str] | None]] = {}
         self.messages_out = 0
+        self.corked = False  # True while a publishing round gathers frames per connection
+        self.dirty: list[WsConn] = []
         self.ws_connections_total = 0
         self.tcp_connections_total = 0
         self.requests: dict[str, int] = {}
@@ -374,10 +407,17 @@ class Hub:
         now = self.clock.now_ms()
         wall = time.monotonic()
         self.market.advance(now)
-        self._publish_trades(now)
-        self._publish_books(now, wall)
-        self._publish_tickers(now, wall)
-        self._publish_klines(now, wall)
+        self.corked = True
+        try:
+            self._publish_trades(now)
+            self._publish_books(now, wall)
+            self._publish_tickers(now, wall)
+            self._publish_klines(now, wall)
+        finally:
+            self.corked = False
+            dirty, self.dirty = self.dirty, []
+            for conn in dirty:
+                conn.flush_pending()
         self._sweep(wall)
 
     def _publish_trades(self, now: int) -> None:
