@@ -168,8 +168,10 @@ class FrameCache:
     def load(self, frame: pl.DataFrame) -> None:
         """Replace the whole table with ``frame`` and restart the staleness clock.
 
-        Duplicate keys in ``frame`` keep their last row. Raises ``ValidationError`` if a
-        schema column is missing or a value cannot be cast to its column's type.
+        Duplicate keys in ``frame`` keep their last row. Writes that race with a ``load`` are
+        replaced by it too, so ``frame`` must be read after them (the sink serialises both on
+        its loop). Raises ``ValidationError`` if a schema column is missing or a value cannot
+        be cast to its column's type.
         """
         key, _ = self._bound()
         base = self._conform(frame).clone()  # the caller's frame object stays the caller's
