@@ -29,13 +29,12 @@ from hubkit.bybit.entities import (
 from hubkit.bybit.presets import CATEGORIES, rest_url, ws_url
 
 if TYPE_CHECKING:
+    from hubkit.bybit.backfill import BackfillResult, abackfill_klines, backfill_klines
     from hubkit.bybit.datasets import bybit_datasets
     from hubkit.bybit.provider import (
-        BackfillResult,
+        InstrumentChange,
         InstrumentProvider,
-        abackfill_klines,
         aopen_trades,
-        backfill_klines,
         open_trades,
     )
 
@@ -43,6 +42,7 @@ __all__ = [
     "CATEGORIES",
     "BackfillResult",
     "Instrument",
+    "InstrumentChange",
     "InstrumentProvider",
     "Kline",
     "PublicTrade",
@@ -58,11 +58,12 @@ __all__ = [
 
 # The providers pull in the connections and the sink machinery: import them on first use.
 _LAZY = {
-    "BackfillResult": "hubkit.bybit.provider",
+    "BackfillResult": "hubkit.bybit.backfill",
+    "abackfill_klines": "hubkit.bybit.backfill",
+    "backfill_klines": "hubkit.bybit.backfill",
+    "InstrumentChange": "hubkit.bybit.provider",
     "InstrumentProvider": "hubkit.bybit.provider",
-    "abackfill_klines": "hubkit.bybit.provider",
     "aopen_trades": "hubkit.bybit.provider",
-    "backfill_klines": "hubkit.bybit.provider",
     "open_trades": "hubkit.bybit.provider",
     "bybit_datasets": "hubkit.bybit.datasets",
 }

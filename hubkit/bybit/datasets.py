@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import polars as pl
 
+from hubkit.bybit.backfill import _backfill
 from hubkit.bybit.entities import (
     INSTRUMENT_KEY,
     KLINE_KEY,
@@ -36,11 +37,10 @@ from hubkit.bybit.entities import (
     Ticker,
 )
 from hubkit.bybit.klines import interval_ms, to_ms
-from hubkit.bybit.presets import CATEGORIES
-from hubkit.bybit.provider import (
+from hubkit.bybit.presets import (
+    CATEGORIES,
     INSTRUMENT_TABLE,
     TICKER_TABLE,
-    _backfill,
     kline_table,
     trade_table,
 )

@@ -31,12 +31,15 @@ _MINUTE: Final = 60_000
 _DAY: Final = 86_400_000
 _WEEK: Final = 7 * _DAY
 _MONDAY: Final = 4 * _DAY  # 1970-01-05, the first Monday after the epoch (a Thursday)
-_MONTH_MIN: Final = 28 * _DAY  # the shortest month: used to size a page window safely
+_MONTH_MIN: Final = 28 * _DAY
+_MINUTES: Final = frozenset(
+    {"1", "3", "5", "15", "30", "60", "120", "240", "360", "720"}
+)  # the shortest month: used to size a page window safely
 
 
 def interval_ms(interval: str) -> int:
     """The length of a candle in ms (a month counts as its shortest, 28 days)."""
-    if interval.isdigit():
+    if interval in _MINUTES:
         return int(interval) * _MINUTE
     try:
         return {"D": _DAY, "W": _WEEK, "M": _MONTH_MIN}[interval]

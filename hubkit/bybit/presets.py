@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from hubkit.bybit.entities import (
-    KLINE_KEY,
     PUBLIC_TRADE_KEY,
-    TICKER_KEY,
     WS_TRADE_WIRE,
     Instrument,
     Kline,
@@ -38,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CATEGORIES",
     "INSTRUMENTS_ROUTE",
+    "INSTRUMENT_TABLE",
     "KLINE_ROUTE",
     "MAINNET_REST_URL",
     "MAINNET_WS_URL",
@@ -45,9 +45,12 @@ __all__ = [
     "REST_URL_ENV",
     "ROUTES",
     "TICKERS_ROUTE",
+    "TICKER_TABLE",
     "WS_URL_ENV",
+    "kline_table",
     "rest_connection",
     "rest_url",
+    "trade_table",
     "trades_ws_connection",
     "ws_trade_spec",
     "ws_url",
@@ -156,11 +159,22 @@ def trades_ws_connection(
     )
 
 
-def specs() -> dict[type, EntitySpec]:
-    """The reflected spec of every ByBit entity, keyed by class."""
-    return {
-        Instrument: reflect(Instrument, ("category", "symbol")),
-        PublicTrade: reflect(PublicTrade, PUBLIC_TRADE_KEY),
-        Ticker: reflect(Ticker, TICKER_KEY),
-        Kline: reflect(Kline, KLINE_KEY),
-    }
+# -- store tables (shared by the providers and ``hubkit.load``) -----------------------------------
+
+INSTRUMENT_TABLE: Final = "bybit_instrument"
+TICKER_TABLE: Final = "bybit_ticker"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^0-9a-z]+", "_", text.lower()).strip("_")
+
+
+def trade_table(category: str) -> str:
+    """The table of one category's public trades: ``bybit_public_trade_linear``."""
+    return f"bybit_public_trade_{_slug(category)}"
+
+
+def kline_table(category: str, symbol: str, interval: str) -> str:
+    """The table of one kline series (each keeps its own backfill cursor):
+    ``bybit_kline_linear_btcusdt_60``."""
+    return f"bybit_kline_{_slug(category)}_{_slug(symbol)}_{_slug(interval)}"
