@@ -137,3 +137,31 @@ def test_pong_shapes_per_category(bybit_sim: BybitSimulator) -> None:
             send(conn, {"op": "ping"})
             pong = json.loads(conn.recv(timeout=10))
             assert set(pong) == expect, category
+
+
+def test_private_auth_checks_the_signature_when_keys_are_set() -> None:
+    import hashlib
+    import hmac
+
+    with BybitSimulator(api_keys={"key": "secret"}) as sim:
+        expires = str(sim.now_ms() + 10_000)
+        good = hmac.new(b"secret", f"GET/realtime{expires}".encode(), hashlib.sha256).hexdigest()
+        with ws(sim, "private") as conn:
+            send(conn, {"op": "subscribe", "args": ["order"]})
+            assert recv_until(conn, _is_op("subscribe"))["success"] is False  # not authed yet
+            send(conn, {"op": "auth", "args": ["key", expires, "bad"]})
+            assert recv_until(conn, _is_op("auth"))["success"] is False
+            send(conn, {"op": "auth", "args": ["key", expires, good]})
+            assert recv_until(conn, _is_op("auth"))["success"] is True
+            send(conn, {"op": "subscribe", "args": ["order", "wallet"]})
+            assert recv_until(conn, _is_op("subscribe"))["success"] is True
+
+
+def test_symbols_given_as_a_list_start_in_every_category() -> None:
+    with BybitSimulator(symbols=["BTCUSDT"], history_seconds=1) as sim:
+        trades = sim.ground_truth("trades")
+        assert set(zip(trades["category"], trades["symbol"], strict=True)) <= {
+            ("linear", "BTCUSDT"),
+            ("spot", "BTCUSDT"),
+        }
+        assert sim.hub.market.state("inverse", "BTCUSD") is None

@@ -84,6 +84,10 @@ class Market:
         self.streams: dict[tuple[str, str], TradeStream] = {}
         self.books: dict[tuple[str, str], Book] = {}
         self._paths: dict[tuple[str, str], PricePath] = {}
+        # (category, symbol) -> (hour, high, low) of the price path over the past day
+        self._day_range: dict[tuple[str, str], tuple[int, int, int]] = {}
+        # (category, symbol) -> (second, price a day ago, price an hour ago)
+        self._prev: dict[tuple[str, str], tuple[int, int, int]] = {}
 
     # -- paths and activation -------------------------------------------------------------
 
@@ -355,10 +359,21 @@ class Market:
         d = inst.decimals
         st = self.state(inst.category, inst.symbol)
         last = self.last_price(inst, now)
-        prev24 = self._price_at(inst, now - DAY)
-        prev1h = self._price_at(inst, now - HOUR)
-        path = self.path(inst)
-        samples = [_round_units(inst, path.at(now - DAY + k * HOUR)) for k in range(24)]
+        key = (inst.category, inst.symbol)
+        second = now // 1000
+        prev = self._prev.get(key)
+        if prev is None or prev[0] != second:  # reference prices move once a second
+            prev = (second, self._price_at(inst, now - DAY), self._price_at(inst, now - HOUR))
+            self._prev[key] = prev
+        _, prev24, prev1h = prev
+        hour = now // HOUR
+        cached = self._day_range.get((inst.category, inst.symbol))
+        if cached is None or cached[0] != hour:
+            path = self.path(inst)
+            hourly = [_round_units(inst, path.at((hour - k) * HOUR)) for k in range(24)]
+            cached = (hour, max(hourly), min(hourly))
+            self._day_range[(inst.category, inst.symbol)] = cached
+        samples = [cached[1], cached[2]]
         if st is not None and st.trades:
             samples += [st.high, st.low]
         samples.append(last)
@@ -391,7 +406,7 @@ class Market:
         basis = last_f - index
         days_left = max((inst.delivery_time - now) / DAY, 1.0)
         strike = inst.strike
-        underlying = self.index_path(inst.base_coin).at(now)
+        underlying = self.index_path(inst.base_coin).at(now) if strike else last_f
         moneyness = (underlying - strike) / underlying if strike else 0.0
         delta = 0.5 + max(-0.49, min(0.49, moneyness * 3))
         if inst.option_type == "Put":
