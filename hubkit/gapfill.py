@@ -56,6 +56,11 @@ __all__ = [
 ]
 
 
+def _key_tuples(frame: pl.DataFrame, key: Sequence[str]) -> list[tuple[Any, ...]]:
+    columns = [frame.get_column(k).to_list() for k in key]
+    return list(zip(*columns, strict=True))
+
+
 class RecentRows:
     """Remembers the last ``maxlen`` keys seen on a stream with a hash of each row's content.
 
@@ -71,6 +76,7 @@ class RecentRows:
         self.key = tuple(key)
         self.maxlen = maxlen
         self._seen: OrderedDict[tuple[Any, ...], int] = OrderedDict()
+        self._proposal: tuple[pl.DataFrame, list[tuple[tuple[Any, ...], int]]] | None = None
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -82,40 +88,52 @@ class RecentRows:
         """The rows of ``frame`` not seen lately (see the class docstring).
 
         With ``remember`` (the default) they are recorded as seen; pass False when the rows
-        are yet to be stored and call ``remember`` once they are, so a failed store does not
-        make them look like duplicates later."""
+        are yet to be stored and call ``remember`` with the returned frame once they are, so
+        a failed store does not make them look like duplicates later."""
         if frame.height == 0:
             return frame
-        if frame.height > 1:
-            frame = frame.unique(subset=list(self.key), keep="last", maintain_order=True)
-        positions = [frame.columns.index(k) for k in self.key]
-        keep: list[bool] = []
+        # One vectorised hash per row, then plain Python over the keys: for the small frames
+        # of a stream this is several times faster than frame operations, each of which has
+        # a fixed cost, and than building Python row tuples (datetimes are costly to box).
+        digests = frame.hash_rows().to_list()
+        keys = _key_tuples(frame, self.key)
+        last = {k: i for i, k in enumerate(keys)}  # within one frame the last row wins
         seen = self._seen
-        for row in frame.iter_rows():
-            key = tuple(row[p] for p in positions)
-            digest = hash(row)
+        keep: list[bool] = []
+        proposal: list[tuple[tuple[Any, ...], int]] = []
+        for index, (digest, key) in enumerate(zip(digests, keys, strict=True)):
+            if last[key] != index:
+                keep.append(False)
+                continue
             if seen.get(key) == digest:
                 seen.move_to_end(key)
                 keep.append(False)
                 continue
             keep.append(True)
-            if remember:
-                seen[key] = digest
-                seen.move_to_end(key)
-        self._trim()
-        if all(keep):
-            return frame
-        return frame.filter(pl.Series(keep, dtype=pl.Boolean))
+            proposal.append((key, digest))
+        result = frame if all(keep) else frame.filter(pl.Series(keep, dtype=pl.Boolean))
+        if remember:
+            self._record(proposal)
+        else:
+            self._proposal = (result, proposal)
+        return result
 
     def remember(self, frame: pl.DataFrame) -> None:
         """Record the rows of ``frame`` as seen (the last row per key wins)."""
+        pending = self._proposal
+        self._proposal = None
+        if pending is not None and pending[0] is frame:
+            self._record(pending[1])  # just returned by fresh(remember=False): reuse its work
+            return
         if frame.height == 0:
             return
-        positions = [frame.columns.index(k) for k in self.key]
+        digests = frame.hash_rows().to_list()
+        self._record(list(zip(_key_tuples(frame, self.key), digests, strict=True)))
+
+    def _record(self, items: Sequence[tuple[tuple[Any, ...], int]]) -> None:
         seen = self._seen
-        for row in frame.iter_rows():
-            key = tuple(row[p] for p in positions)
-            seen[key] = hash(row)
+        for key, digest in items:
+            seen[key] = digest
             seen.move_to_end(key)
         self._trim()
 
@@ -186,20 +204,7 @@ def stream_position(
 ) -> StreamPosition | None:
     """The position after applying ``frame``: its newest row by ``time_column`` (the last row
     when there is no time column or the times tie). None for an empty frame."""
-    if frame.height == 0:
-        return None
-    index = frame.height - 1
-    moment: datetime | None = None
-    if time_column is not None:
-        times = frame.get_column(time_column)
-        if times.null_count() < frame.height:
-            # the last occurrence of the maximum: stream order breaks ties
-            newest = times.max()
-            if isinstance(newest, datetime):
-                index = frame.height - 1 - int((times == newest).reverse().arg_max() or 0)
-                moment = _utc(newest)
-    row = frame.row(index, named=True)
-    return StreamPosition(key=tuple(row[k] for k in key), time=moment)
+    return partition_positions(frame, key=key, time_column=time_column, partition=None).get(ALL)
 
 
 @dataclass(frozen=True)
@@ -323,12 +328,36 @@ def _partition_name(value: Any) -> str:
 def partition_positions(
     frame: pl.DataFrame, *, key: Sequence[str], time_column: str | None, partition: str | None
 ) -> dict[str, StreamPosition]:
-    """The newest position of each partition present in ``frame``."""
+    """The newest position of each partition present in ``frame`` (see ``stream_position``;
+    everything is the one partition ``ALL`` when ``partition`` is None)."""
+    if frame.height == 0:
+        return {}
+    n = frame.height
+    parts = frame.get_column(partition).to_list() if partition is not None else [ALL] * n
+    # compare times as their integer representation; box only the chosen ones
+    time_series = frame.get_column(time_column) if time_column is not None else None
+    times: list[Any] = (
+        time_series.to_physical().to_list() if time_series is not None else [None] * n
+    )
+    newest: dict[Any, int] = {}
+    for index in range(n):
+        part, moment = parts[index], times[index]
+        best = newest.get(part)
+        # later rows win ties (stream order); a row with a time beats one without
+        if (
+            best is None
+            or (moment is not None and (times[best] is None or moment >= times[best]))
+            or (moment is None and times[best] is None)
+        ):
+            newest[part] = index
+    key_columns = [frame.get_column(k) for k in key]
     found: dict[str, StreamPosition] = {}
-    for name, part in split_partitions(frame, partition).items():
-        position = stream_position(part, key=key, time_column=time_column)
-        if position is not None:
-            found[name] = position
+    for part, index in newest.items():
+        moment = time_series[index] if time_series is not None else None
+        found[_partition_name(part) if partition is not None else ALL] = StreamPosition(
+            key=tuple(column[index] for column in key_columns),
+            time=_utc(moment) if isinstance(moment, datetime) else None,
+        )
     return found
 
 

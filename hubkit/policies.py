@@ -50,6 +50,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -77,9 +79,9 @@ from hubkit.gapfill import (
 from hubkit.types import (
     Connection,
     Gap,
-    Message,
     OutboxEntry,
     Reconnected,
+    StreamEvent,
     StreamingConnection,
     SyncContext,
     SyncStatus,
@@ -107,6 +109,9 @@ __all__ = [
 ]
 
 _log = logging.getLogger("hubkit.policies")
+
+# A stream's cursor is committed with its rows at most this often (seconds).
+_CURSOR_EVERY = 1.0
 
 Row = Mapping[str, Any]
 
@@ -785,6 +790,11 @@ class WebSocketSubscription:
     one sink subscribes to the trades of several symbols): positions and gap decisions are
     then kept per value, and ``since`` is the oldest of their positions.
 
+    Messages are read while the previous batch is being stored (at most ``max_buffer``
+    waiting; beyond that the stream is not read, which lets the connection push back), and
+    stored together: one transaction and one REMOTE change per batch. The cursor is
+    committed with a batch at most once a second and when the policy stops.
+
     ``merge_deltas``: a ``Message`` of kind "delta" carries only changed fields (nulls
     elsewhere); they are merged into the current local row before storing.
     Status: ``REMOTE_DATA_RECEIVED`` once rows arrive, ``OUT_OF_SYNC`` while down.
@@ -801,6 +811,7 @@ class WebSocketSubscription:
     stream_fetch: bool = True
     partition: str | None = None
     dedupe_window: int = 100_000
+    max_buffer: int = 1_000
     merge_deltas: bool = True
     max_backoff: timedelta | float = timedelta(seconds=30)
 
@@ -858,6 +869,8 @@ class _Stream:
         self.recent = RecentRows(self.key, policy.dedupe_window)
         self.positions: dict[str, StreamPosition] = {}
         self.rest_connected = False
+        self._cursor_at = -_CURSOR_EVERY  # monotonic time of the last cursor commit
+        self._unsaved = False  # positions moved since the last cursor commit
 
     async def close(self) -> None:
         if self.rest_connected and self.policy.rest is not None:
@@ -897,58 +910,147 @@ class _Stream:
             down_since = min(known) if known else _now()
         subscribe = True
         failures = 0
-        while True:
-            try:
-                await _ensure_connected(ctx)
-                if subscribe:
-                    await self.connection.subscribe(policy.topics)
-                    subscribe = False
-                if down_since is not None:
-                    await self.fill(down_since)
-                    down_since = None
-                async for event in self.connection.messages():
+        try:
+            while True:
+                try:
+                    await _ensure_connected(ctx)
+                    if subscribe:
+                        await self.connection.subscribe(policy.topics)
+                        subscribe = False
+                    if down_since is not None:
+                        await self.fill(down_since)
+                        down_since = None
                     failures = 0
-                    if isinstance(event, Reconnected):
-                        if isinstance(ctx, SinkContext):
-                            ctx.note_reconnect()
-                        await self.fill(event.down_since)
-                        continue
-                    try:
-                        await self.apply(event)
-                    except (DecodeError, ValidationError) as exc:
-                        # a malformed message: nothing of it is stored, the stream goes on
-                        ctx.report_error(exc)
-                # the iteration ended: the stream was closed under us (e.g. disconnected)
-                down_since = _now()
-                subscribe = True
-                ctx.set_status(SyncStatus.OUT_OF_SYNC)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # e.g. the store was locked or the connection gave up: rows may be lost, so
-                # backfill from the last stored position once we can
-                ctx.report_error(exc)
-                ctx.set_status(SyncStatus.OUT_OF_SYNC)
-                down_since = down_since or _now()
-                if not self.connection.is_connected:
+                    await self._consume()
+                    # the iteration ended: the stream was closed under us (e.g. disconnected)
+                    down_since = _now()
                     subscribe = True
-                failures += 1
-            await asyncio.sleep(backoff_delay(failures, cap=_seconds(policy.max_backoff)))
+                    ctx.set_status(SyncStatus.OUT_OF_SYNC)
+                except asyncio.CancelledError:
+                    raise
+                except DecodeError as exc:
+                    ctx.report_error(exc)  # the stream itself refused a frame; it goes on
+                except Exception as exc:
+                    # e.g. the store was locked or the connection gave up: rows may be lost,
+                    # so backfill from the last stored position once we can
+                    ctx.report_error(exc)
+                    ctx.set_status(SyncStatus.OUT_OF_SYNC)
+                    down_since = down_since or _now()
+                    if not self.connection.is_connected:
+                        subscribe = True
+                    failures += 1
+                await asyncio.sleep(backoff_delay(failures, cap=_seconds(policy.max_backoff)))
+        finally:
+            await self._save_position()
 
-    async def apply(self, message: Message) -> None:
-        if message.kind == "delta" and self.policy.merge_deltas:
-            frame = self.spec.to_frame(await self._merge_delta(message.frame))
-        else:
-            frame = self.spec.to_frame(message.frame)
+    async def _consume(self) -> None:
+        """Read the stream into a bounded buffer while the previous batch is being stored, so
+        whatever arrives during one store write is stored together in the next: under load
+        the batches grow and the per-write cost is shared by more rows. Returns when the
+        iteration ends; raises what it raised."""
+        assert self.connection is not None
+        messages = self.connection.messages()
+        buffer: deque[StreamEvent] = deque()
+        ready = asyncio.Event()
+        room = asyncio.Event()
+        room.set()
+        outcome: list[BaseException | None] = []
+        limit = self.policy.max_buffer
+
+        async def read() -> None:
+            try:
+                async for event in messages:
+                    buffer.append(event)
+                    ready.set()
+                    if len(buffer) >= limit:  # backpressure: stop reading the stream
+                        room.clear()
+                        await room.wait()
+                outcome.append(None)
+            except Exception as exc:
+                outcome.append(exc)
+            finally:
+                ready.set()
+
+        reader = asyncio.create_task(read(), name="hubkit-stream-reader")
+        try:
+            while True:
+                await ready.wait()
+                ready.clear()
+                events = list(buffer)
+                buffer.clear()
+                room.set()
+                if events:
+                    await self._handle(events)
+                if outcome and not buffer:
+                    error = outcome[0]
+                    if error is not None:
+                        raise error
+                    return
+        finally:
+            if not reader.done():
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+
+    async def _handle(self, events: Sequence[StreamEvent]) -> None:
+        """Store a run of stream events in order: consecutive messages as one batch."""
+        ctx = self.ctx
+        frames: list[pl.DataFrame] = []
+        for event in events:
+            if isinstance(event, Reconnected):
+                await self._store(frames)
+                frames = []
+                if isinstance(ctx, SinkContext):
+                    ctx.note_reconnect()
+                await self.fill(event.down_since)
+                continue
+            try:
+                if event.kind == "delta" and self.policy.merge_deltas:
+                    await self._store(frames)  # a delta merges into the rows stored before it
+                    frames = [self.spec.to_frame(await self._merge_delta(event.frame))]
+                    await self._store(frames)
+                    frames = []
+                else:
+                    frames.append(self.spec.to_frame(event.frame))
+            except (DecodeError, ValidationError) as exc:
+                ctx.report_error(exc)  # a malformed message: nothing of it is stored
+        await self._store(frames)
+
+    async def _store(self, frames: Sequence[pl.DataFrame]) -> None:
+        if not frames:
+            return
+        frame = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical")
         fresh = self.recent.fresh(frame, remember=False)
         found = partition_positions(
             frame, key=self.key, time_column=self.time_column, partition=self.partition
         )
         if fresh.height:
-            await self.ctx.apply_remote(fresh, cursor=self._cursor_after(found))
+            await self.ctx.apply_remote(fresh, cursor=self._cursor_if_due(found))
             self.recent.remember(fresh)
             self.ctx.set_status(SyncStatus.REMOTE_DATA_RECEIVED)
+        elif found:
+            self._unsaved = True
         self._advance(found)
+
+    def _cursor_if_due(self, found: Mapping[str, StreamPosition]) -> str | None:
+        """The cursor to commit with this batch, at most once per ``_CURSOR_EVERY`` seconds
+        (a state write per message would double the cost of storing a stream); the last
+        position is saved when the policy stops."""
+        now = time.monotonic()
+        if now - self._cursor_at < _CURSOR_EVERY:
+            self._unsaved = True
+            return None
+        self._cursor_at = now
+        self._unsaved = False
+        return self._cursor_after(found)
+
+    async def _save_position(self) -> None:
+        if not self._unsaved or not self.positions:
+            return
+        self._unsaved = False
+        try:
+            await self.ctx.apply_remote(self.spec.to_frame([]), cursor=self._cursor_after({}))
+        except Exception as exc:
+            _log.debug("saving the stream position failed: %s", exc)
 
     async def _merge_delta(self, delta: pl.DataFrame) -> pl.DataFrame:
         """Fill the fields a delta leaves out (missing or null) from the current local row."""
@@ -1039,8 +1141,11 @@ class _Stream:
         )
         if rows.height:
             await ctx.apply_remote(rows, cursor=self._cursor_after(found))
+            self._cursor_at = time.monotonic()
             self.recent.remember(rows)
             ctx.set_status(SyncStatus.REMOTE_DATA_RECEIVED)
+        elif found:
+            self._unsaved = True
         self._advance(found)
         if report_gap:
             for gap in plan.gaps:
