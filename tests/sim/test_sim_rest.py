@@ -21,7 +21,7 @@ START = 1_790_000_000_000  # a fixed simulated start, minute-aligned
 @pytest.fixture(scope="module")
 def frozen() -> Iterator[BybitSimulator]:
     """A simulator whose clock barely moves: its data cannot change under a test."""
-    with BybitSimulator(seed=5, start_time_ms=START, time_scale=1e-9, history_seconds=600) as s:
+    with BybitSimulator(seed=5, start_time_ms=START, time_scale=1e-9, history_seconds=360) as s:
         yield s
 
 
