@@ -68,6 +68,7 @@ import enum
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -359,7 +360,10 @@ class _AdbcTx:
 
     def upsert(self, ts: TableStore, storage: pl.DataFrame) -> None:
         if storage.height <= _DIRECT_MAX:
-            self.cur.executemany(ts._direct_sql, storage.to_arrow())
+            # Arrow string views need no conversion (a slice of a big frame otherwise costs
+            # milliseconds to convert); ADBC binds them like any string.
+            arrow = storage.to_arrow(compat_level=pl.CompatLevel.newest())
+            self.cur.executemany(ts._direct_sql, arrow)
             return
         self.cur.adbc_ingest(
             ts._stage_name, storage.to_arrow(), mode="create_append", temporary=True
@@ -523,6 +527,9 @@ class Store:
         self._idle: list[_AdbcSession] = []
         self._orphans: list[_AdbcSession] = []  # inherited over fork: never used nor closed
         self._adbc: tuple[ModuleType, ModuleType] | None = None
+        # Close idle connections when the store is closed, collected, or at exit (ADBC
+        # complains at exit about connections closed before their cursors).
+        self._finalizer = weakref.finalize(self, _close_sessions, self._idle, self._lock)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("fast" if self._fast else "sqlalchemy")
@@ -536,10 +543,7 @@ class Store:
             if self._closed:
                 return
             self._closed = True
-            idle, self._idle = self._idle, []
-        for s in idle:
-            with suppress(Exception):  # best effort: nothing is pending on an idle session
-                s.close()
+        self._finalizer()
         self.engine.dispose()
 
     def __enter__(self) -> Store:
@@ -639,7 +643,7 @@ class Store:
         with self._lock:
             if os.getpid() != self._pid:  # forked: the parent's connections are not ours
                 self._orphans += self._idle
-                self._idle = []
+                self._idle.clear()
                 self._pid = os.getpid()
                 self.engine.dispose(close=False)
             session = self._idle.pop() if self._idle else None
@@ -699,6 +703,15 @@ class Store:
                 raise
         with self.engine.connect() as conn:
             return _SaTx(conn).frame(stmt, schema)
+
+
+def _close_sessions(idle: list[_AdbcSession], lock: threading.Lock) -> None:
+    with lock:
+        sessions = list(idle)
+        idle.clear()
+    for session in sessions:
+        with suppress(Exception):  # best effort: nothing is pending on an idle session
+            session.close()
 
 
 def _configure_sqlite(engine: sa.Engine, *, wal: bool) -> None:
@@ -767,16 +780,7 @@ class TableStore:
             ],
         )
         self._storage_schema = pl.Schema({c.name: _storage_kind(c) for c in spec.columns})
-        self._to_storage_exprs = [
-            pl.col(c.name).dt.epoch("us")
-            if c.kind == "datetime"
-            else pl.col(c.name).cast(pl.String)
-            if c.kind == "date"
-            else pl.col(c.name)
-            for c in spec.columns
-        ]
         self._needs_storage = any(c.kind in ("datetime", "date") for c in spec.columns)
-        self._from_storage_exprs = [_from_storage_expr(c) for c in spec.columns]
         self._stage_name = f"hubkit_stage__{name}"
         self._direct_sql, self._staged_sql = _upsert_sql(self)
 
@@ -785,12 +789,21 @@ class TableStore:
 
     # -- conversions --------------------------------------------------------------------
 
+    # Both conversions use Series casts, not expressions: an expression costs a query plan
+    # (~0.2 ms or more), which is most of the cost of a small stream batch.
+
     def _storage(self, frame: pl.DataFrame) -> pl.DataFrame:
-        return frame.select(self._to_storage_exprs) if self._needs_storage else frame
+        """A frame of ``spec.schema`` -> the values as stored (datetimes in µs, ISO dates)."""
+        if not self._needs_storage:
+            return frame
+        return pl.DataFrame([_to_storage(c, frame.get_column(c.name)) for c in self.spec.columns])
 
     def _decode(self, raw: pl.DataFrame) -> pl.DataFrame:
+        """Stored values, as the driver typed them -> a frame of ``spec.schema``."""
         try:
-            return raw.select(self._from_storage_exprs)
+            return pl.DataFrame(
+                [_from_storage(c, raw.get_column(c.name)) for c in self.spec.columns]
+            )
         except pl.exceptions.PolarsError as exc:
             raise StoreError(
                 f"table {self.name!r} holds values hubkit did not write: {exc}"
@@ -866,7 +879,11 @@ class TableStore:
                 ordered = ordered.unique(subset=key, keep="last", maintain_order=True)
             storage = self._storage(ordered)
         else:
-            if frame.height > 1 and frame.n_unique(subset=key) < frame.height:
+            # A Python set is quicker than Polars for a few thousand keys (and than Polars
+            # on a small slice of a large frame, which can cost milliseconds).
+            cols = [frame.get_column(k).to_list() for k in key]
+            distinct = len(set(cols[0] if len(cols) == 1 else zip(*cols, strict=True)))
+            if frame.height > 1 and distinct < frame.height:
                 frame = frame.unique(subset=key, keep="last", maintain_order=True)
             storage = self._storage(frame)
         now = _now_us()
@@ -1099,15 +1116,22 @@ class TableStore:
             return int(tx.rows(stmt)[0][0])
 
 
-def _from_storage_expr(c: Column) -> pl.Expr:
-    col = pl.col(c.name)
-    if c.kind == "bool":
-        return col.cast(pl.Boolean)  # SQLite hands booleans back as integers
+def _to_storage(c: Column, s: pl.Series) -> pl.Series:
     if c.kind == "datetime":
-        return col.cast(pl.Int64).cast(pl.Datetime("us", "UTC"))
+        return s.cast(pl.Int64)  # Datetime("us", "UTC") is µs since the epoch underneath
     if c.kind == "date":
-        return col.cast(pl.String).str.to_date("%Y-%m-%d")
-    return col.cast(c.dtype)
+        return s.cast(pl.String)  # ISO YYYY-MM-DD
+    return s
+
+
+def _from_storage(c: Column, s: pl.Series) -> pl.Series:
+    if c.kind == "bool":
+        return s.cast(pl.Boolean)  # SQLite hands booleans back as integers
+    if c.kind == "datetime":
+        return s.cast(pl.Int64).cast(pl.Datetime("us", "UTC"))
+    if c.kind == "date":
+        return s.cast(pl.String).str.to_date("%Y-%m-%d")
+    return s.cast(c.dtype)
 
 
 def _upsert_sql(ts: TableStore) -> tuple[str, str]:
