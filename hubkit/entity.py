@@ -435,7 +435,12 @@ def to_python(column: Column, value: Any) -> Any:
         except ValueError:
             raise _bad(column, value, f"is not a value of {column.py_type.__name__}") from None
     if kind == "json":
-        return msgspec.json.decode(value) if isinstance(value, str | bytes) else value
+        if not isinstance(value, str | bytes):
+            return value
+        try:
+            return msgspec.json.decode(value)
+        except msgspec.DecodeError:
+            raise _bad(column, value, "is not JSON text") from None
     if kind == "datetime":
         return _utc(column, value)
     if kind == "date" and isinstance(value, str):
@@ -454,7 +459,7 @@ def to_frame_value(column: Column, value: Any) -> Any:
     if kind == "decimal":
         return _decimal_text(column, value)
     if kind == "enum":
-        return value.value if isinstance(value, enum.Enum) else to_python(column, value).value
+        return to_python(column, value).value
     if kind == "json":
         return _json_text(column, value)
     if kind == "datetime":

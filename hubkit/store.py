@@ -913,6 +913,8 @@ class TableStore:
         wanted = self._keys(keys)
         now = _now_us()
         entries = [self._outbox_row(w, now) for w in outbox]
+        if not wanted and not entries:
+            return self.spec.empty()
         parts: list[pl.DataFrame] = []
         with self.store._translate(f"delete from {self.name!r}"), self.store._write() as tx:
             for chunk in _chunks(wanted, _KEY_CHUNK):
