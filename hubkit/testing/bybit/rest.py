@@ -14,6 +14,7 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
@@ -27,7 +28,7 @@ __all__ = ["TICKER_FIELDS", "RestApi", "RestResult", "envelope"]
 ENCODER = msgspec.json.Encoder()
 
 # REST ticker fields per category, in ByBit's order
-TICKER_FIELDS: Mapping[str, tuple[str, ...]] = {
+_TICKER_FIELDS: dict[str, tuple[str, ...]] = {
     "linear": (
         "symbol", "lastPrice", "indexPrice", "markPrice", "prevPrice24h", "price24hPcnt",
         "highPrice24h", "lowPrice24h", "prevPrice1h", "openInterest", "openInterestValue",
@@ -49,16 +50,24 @@ TICKER_FIELDS: Mapping[str, tuple[str, ...]] = {
         "change24h",
     ),
 }  # fmt: skip
-TICKER_FIELDS = {**TICKER_FIELDS, "inverse": TICKER_FIELDS["linear"]}
+TICKER_FIELDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {**_TICKER_FIELDS, "inverse": _TICKER_FIELDS["linear"]}
+)
 
-RECENT_LIMITS = {
-    "spot": (60, 60),
-    "linear": (1000, 500),
-    "inverse": (1000, 500),
-    "option": (1000, 500),
-}
-BOOK_LIMITS = {"spot": (1000, 1), "linear": (1000, 25), "inverse": (1000, 25), "option": (25, 1)}
-OI_INTERVALS = {"5min": 5, "15min": 15, "30min": 30, "1h": 60, "4h": 240, "1d": 1440}
+RECENT_LIMITS = MappingProxyType(
+    {
+        "spot": (60, 60),
+        "linear": (1000, 500),
+        "inverse": (1000, 500),
+        "option": (1000, 500),
+    }
+)
+BOOK_LIMITS = MappingProxyType(
+    {"spot": (1000, 1), "linear": (1000, 25), "inverse": (1000, 25), "option": (25, 1)}
+)
+OI_INTERVALS = MappingProxyType(
+    {"5min": 5, "15min": 15, "30min": 30, "1h": 60, "4h": 240, "1d": 1440}
+)
 
 MSG_CATEGORY = "Illegal category"
 MSG_CATEGORY_UNSUPPORTED = "params error: Category is invalid"

@@ -23,6 +23,7 @@ import uuid
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from websockets.frames import Frame, Opcode
@@ -44,16 +45,18 @@ __all__ = ["Hub", "HubOptions", "SimServer", "ws_frame"]
 log = logging.getLogger("hubkit.testing.bybit")
 
 WS_CATEGORIES = ("spot", "linear", "inverse", "option")
-REASONS = {
-    200: "OK",
-    403: "Forbidden",
-    404: "Not Found",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
+REASONS = MappingProxyType(
+    {
+        200: "OK",
+        403: "Forbidden",
+        404: "Not Found",
+        429: "Too Many Requests",
+        500: "Internal Server Error",
+        502: "Bad Gateway",
+        503: "Service Unavailable",
+        504: "Gateway Timeout",
+    }
+)
 TICKER_WS_PERP = (
     "symbol", "tickDirection", "price24hPcnt", "lastPrice", "prevPrice24h", "highPrice24h",
     "lowPrice24h", "prevPrice1h", "markPrice", "indexPrice", "openInterest",
@@ -85,7 +88,7 @@ TICKER_WS_OPTION = (
     ("vega", "vega"), ("theta", "theta"), ("predictedDeliveryPrice", "predictedDeliveryPrice"),
     ("change24h", "change24h"),
 )  # fmt: skip
-BOOK_INTERVAL_S = {1: 0.01, 25: 0.02, 50: 0.02, 100: 0.1, 200: 0.1, 1000: 0.2}
+BOOK_INTERVAL_S = MappingProxyType({1: 0.01, 25: 0.02, 50: 0.02, 100: 0.1, 200: 0.1, 1000: 0.2})
 MAX_TRADES_PER_MESSAGE = 1024
 
 

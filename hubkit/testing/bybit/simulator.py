@@ -23,7 +23,7 @@ import concurrent.futures
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
 from hubkit.testing.bybit.catalog import load_catalog
@@ -39,12 +39,14 @@ __all__ = ["DEFAULT_SYMBOLS", "BybitSimulator"]
 
 T = TypeVar("T")
 
-DEFAULT_SYMBOLS: Mapping[str, tuple[str, ...]] = {
-    "linear": ("BTCUSDT", "ETHUSDT"),
-    "spot": ("BTCUSDT",),
-    "inverse": ("BTCUSD",),
-    "option": ("BTC",),
-}
+DEFAULT_SYMBOLS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "linear": ("BTCUSDT", "ETHUSDT"),
+        "spot": ("BTCUSDT",),
+        "inverse": ("BTCUSD",),
+        "option": ("BTC",),
+    }
+)
 
 
 class BybitSimulator:

@@ -21,6 +21,7 @@ import hashlib
 import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
@@ -30,12 +31,14 @@ from hubkit.testing.bybit.pricing import INTERVALS
 
 __all__ = ["PRIVATE_TOPICS", "Topic", "WsReply", "WsSession", "parse_topic"]
 
-BOOK_DEPTHS: Mapping[str, tuple[int, ...]] = {
-    "spot": (1, 50, 200, 1000),
-    "linear": (1, 50, 200, 1000),
-    "inverse": (1, 50, 200, 1000),
-    "option": (25, 100),
-}
+BOOK_DEPTHS: Mapping[str, tuple[int, ...]] = MappingProxyType(
+    {
+        "spot": (1, 50, 200, 1000),
+        "linear": (1, 50, 200, 1000),
+        "inverse": (1, 50, 200, 1000),
+        "option": (25, 100),
+    }
+)
 PRIVATE_TOPICS = frozenset(
     {"order", "execution", "execution.fast", "position", "wallet", "greeks", "dcp"}
 )
