@@ -99,8 +99,11 @@ InstrumentHandler = Callable[[InstrumentChange], object]
 class InstrumentProvider:
     """ByBit instruments in a local table, refreshed by a ``PeriodicSync`` sink it owns.
 
-    ``InstrumentProvider(categories=None, *, store=None, rest_url=None,
-    interval=timedelta(hours=1), on_listing=None, on_delisting=None, cache=...)``
+    ``InstrumentProvider(categories=None, *, store=None, rest_url=None, connection=None,
+    interval=timedelta(hours=1), on_listing=None, on_delisting=None, **sink_options)``
+
+    ``connection`` replaces the ``BybitRest(rest_url)`` it would create (the sink owns and
+    closes it); ``sink_options`` go to ``open_sink`` (``cache``, ``name``, ``table``).
 
     Blocking; returns once the first sync is done. If ByBit cannot be reached it starts from
     the stored instruments with a ``StaleDataWarning``, or raises ``OfflineError`` when none
@@ -121,6 +124,7 @@ class InstrumentProvider:
         *,
         store: Store | str | None = None,
         rest_url: str | None = None,
+        connection: BybitRest | None = None,
         interval: timedelta | float = timedelta(hours=1),
         on_listing: InstrumentHandler | None = None,
         on_delisting: InstrumentHandler | None = None,
@@ -132,7 +136,7 @@ class InstrumentProvider:
             Instrument,
             INSTRUMENT_KEY,
             store=store,
-            connection=BybitRest(rest_url),
+            connection=connection if connection is not None else BybitRest(rest_url),
             policy=self._policy(interval),
             table=sink_options.pop("table", INSTRUMENT_TABLE),
             **sink_options,
@@ -154,6 +158,7 @@ class InstrumentProvider:
         *,
         store: Store | str | None = None,
         rest_url: str | None = None,
+        connection: BybitRest | None = None,
         interval: timedelta | float = timedelta(hours=1),
         on_listing: InstrumentHandler | None = None,
         on_delisting: InstrumentHandler | None = None,
@@ -167,7 +172,7 @@ class InstrumentProvider:
             Instrument,
             INSTRUMENT_KEY,
             store=store,
-            connection=BybitRest(rest_url),
+            connection=connection if connection is not None else BybitRest(rest_url),
             policy=self._policy(interval),
             table=sink_options.pop("table", INSTRUMENT_TABLE),
             **sink_options,
@@ -250,16 +255,15 @@ class InstrumentProvider:
             self._known.update(snapshot)
             if baseline:
                 self._changes.extend(events)
+        if baseline:
+            for event in events:
+                handler = self._on_listing if event.kind == "listed" else self._on_delisting
+                if handler is not None:
+                    outcome = handler(event)
+                    if isinstance(outcome, Awaitable):
+                        await outcome
         if gone:
             await self.sink.dao.adelete(gone)
-        if not baseline:
-            return
-        for event in events:
-            handler = self._on_listing if event.kind == "listed" else self._on_delisting
-            if handler is not None:
-                outcome = handler(event)
-                if isinstance(outcome, Awaitable):
-                    await outcome
 
     @property
     def changes(self) -> list[InstrumentChange]:

@@ -29,3 +29,10 @@ def sample(samples_dir: Path) -> Callable[[str], Any]:
         return json.loads((samples_dir / name).read_text())
 
     return read
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "soak: a long run under faults (tens of seconds); part of the default suite and CI",
+    )

@@ -1,0 +1,187 @@
+"""InstrumentProvider and open_trades."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import polars as pl
+import pytest
+
+from hubkit.bybit.provider import InstrumentChange, InstrumentProvider, aopen_trades, open_trades
+from hubkit.bybit.rest import BybitRest
+from hubkit.errors import OfflineError, StaleDataWarning
+from hubkit.testing.bybit import BybitSimulator
+from hubkit.types import Change, Op, Source
+
+Sample = Callable[[str], Any]
+
+
+class FakeBybit:
+    """Serves instruments-info from lists the test changes between syncs."""
+
+    def __init__(self, items: Mapping[str, list[dict[str, Any]]]) -> None:
+        self.items = {c: list(v) for c, v in items.items()}
+        self.down = False
+        self.requests = 0
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        category = request.url.params["category"]
+        result = {"category": category, "list": self.items.get(category, []), "nextPageCursor": ""}
+        body = {"retCode": 0, "retMsg": "OK", "result": result, "retExtInfo": {}, "time": 1}
+        return httpx.Response(200, json=body)
+
+    def connection(self) -> BybitRest:
+        return BybitRest(
+            "http://bybit.invalid", transport=httpx.MockTransport(self.handler), retries=0
+        )
+
+
+def linear(sample: Sample, symbol: str, status: str) -> dict[str, Any]:
+    item = dict(sample("rest_instruments_linear.json")["result"]["list"][0])
+    item.update(symbol=symbol, status=status)
+    return item
+
+
+def test_listings_and_delistings(sample: Sample, tmp_path: Path) -> None:
+    fake = FakeBybit(
+        {
+            "linear": [
+                linear(sample, "BTCUSDT", "Trading"),
+                linear(sample, "ETHUSDT", "Trading"),
+                linear(sample, "BIOUSDT", "PreLaunch"),
+                linear(sample, "OLDUSDT", "Trading"),
+            ]
+        }
+    )
+    listed: list[InstrumentChange] = []
+    delisted: list[InstrumentChange] = []
+    done = threading.Event()
+
+    def on_delisting(change: InstrumentChange) -> None:
+        delisted.append(change)
+
+    def deleted(change: Change) -> None:
+        if change.source is Source.LOCAL and change.op is Op.DELETE:
+            done.set()
+
+    with InstrumentProvider(
+        "linear",
+        store=tmp_path / "h.db",
+        connection=fake.connection(),
+        on_listing=listed.append,
+        on_delisting=on_delisting,
+    ) as provider:
+        assert provider.changes == []  # the first snapshot into an empty table is the baseline
+        assert sorted(provider.active_instruments()["symbol"]) == ["BTCUSDT", "ETHUSDT", "OLDUSDT"]
+        provider.sink.subscribe(deleted)
+        fake.items["linear"] = [
+            linear(sample, "BTCUSDT", "Trading"),
+            linear(sample, "ETHUSDT", "Delivering"),  # delisted: no longer trading
+            linear(sample, "BIOUSDT", "Trading"),  # listed: out of pre-launch
+            linear(sample, "NEWUSDT", "Trading"),  # listed: new
+        ]  # OLDUSDT is gone from the list: delisted and deleted
+        provider.refresh()
+        assert done.wait(10), "the gone instrument was not deleted"
+        kinds = {(c.kind, c.symbol, c.old_status, c.new_status) for c in provider.changes}
+        assert kinds == {
+            ("listed", "BIOUSDT", "PreLaunch", "Trading"),
+            ("listed", "NEWUSDT", None, "Trading"),
+            ("delisted", "ETHUSDT", "Trading", "Delivering"),
+            ("delisted", "OLDUSDT", "Trading", None),
+        }
+        assert sorted(c.symbol for c in listed) == ["BIOUSDT", "NEWUSDT"]
+        assert sorted(c.symbol for c in delisted) == ["ETHUSDT", "OLDUSDT"]
+        active = provider.active_instruments("linear")
+        assert sorted(active["symbol"]) == ["BIOUSDT", "BTCUSDT", "NEWUSDT"]
+        assert "OLDUSDT" not in provider.instruments()["symbol"].to_list()
+        assert provider.instruments()["category"].unique().to_list() == ["linear"]
+
+
+def test_offline_start_uses_stored_instruments(sample: Sample, tmp_path: Path) -> None:
+    db = tmp_path / "h.db"
+    fake = FakeBybit({"linear": [linear(sample, "BTCUSDT", "Trading")]})
+    with InstrumentProvider("linear", store=db, connection=fake.connection()):
+        pass
+    fake.down = True
+    with (
+        pytest.warns(StaleDataWarning, match="1 stored instruments"),
+        InstrumentProvider("linear", store=db, connection=fake.connection()) as provider,
+    ):
+        assert provider.active_instruments()["symbol"].to_list() == ["BTCUSDT"]
+    with pytest.raises(OfflineError, match="hubkit simulate"):
+        InstrumentProvider("linear", store=tmp_path / "empty.db", connection=fake.connection())
+
+
+def test_provider_against_the_simulator(bybit_sim: BybitSimulator, tmp_path: Path) -> None:
+    with InstrumentProvider(store=tmp_path / "h.db", rest_url=bybit_sim.rest_url) as provider:
+        everything = provider.instruments()
+        assert sorted(everything["category"].unique()) == ["inverse", "linear", "option", "spot"]
+        active = provider.active_instruments("linear")
+        assert active.height > 500
+        assert active["status"].unique().to_list() == ["Trading"]
+        assert provider.sink.status().rows == everything.height
+        assert "InstrumentProvider" in repr(provider)
+
+
+def test_provider_opens_awaited(bybit_sim: BybitSimulator, tmp_path: Path) -> None:
+    async def main() -> int:
+        provider = await InstrumentProvider.aopen(
+            "spot", store=tmp_path / "h.db", rest_url=bybit_sim.rest_url
+        )
+        async with provider:
+            return provider.active_instruments().height
+
+    assert asyncio.run(main()) > 10
+
+
+@pytest.mark.bybit_sim(symbols={"linear": ["BTCUSDT"]}, trades_per_second=200)
+def test_open_trades_stores_the_stream(bybit_sim: BybitSimulator, tmp_path: Path) -> None:
+    arrived = threading.Event()
+    received: list[pl.DataFrame] = []
+
+    def on_change(change: Change) -> None:
+        if change.source is Source.REMOTE and change.frame.height:
+            received.append(change.frame)
+            if sum(f.height for f in received) >= 200:
+                arrived.set()
+
+    with open_trades(
+        "BTCUSDT", store=tmp_path / "t.db", rest_url=bybit_sim.rest_url, ws_url=bybit_sim.ws_url
+    ) as sink:
+        assert sink.name == "bybit_public_trade_linear"
+        sink.subscribe(on_change)
+        assert arrived.wait(30), "no trades arrived"
+        frame = sink.frame()
+    truth = bybit_sim.ground_truth("trades").filter(pl.col("symbol") == "BTCUSDT")
+    assert set(frame["exec_id"]) <= set(truth["exec_id"])
+    assert frame.height >= 200
+    assert bybit_sim.subscribers("linear", "publicTrade.BTCUSDT") == 0  # closed: unsubscribed
+
+
+def test_open_trades_awaited(bybit_sim: BybitSimulator, tmp_path: Path) -> None:
+    async def main() -> str:
+        sink = await aopen_trades(
+            ["BTCUSDT", "ETHUSDT"],
+            store=tmp_path / "t.db",
+            rest_url=bybit_sim.rest_url,
+            ws_url=bybit_sim.ws_url,
+        )
+        async with sink:
+            return sink.name
+
+    assert asyncio.run(main()) == "bybit_public_trade_linear"
+
+
+def test_open_trades_needs_symbols(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least one symbol"):
+        open_trades([], store=tmp_path / "t.db")
+    with pytest.raises(ValueError, match="unknown ByBit category"):
+        open_trades("BTCUSDT", "futures", store=tmp_path / "t.db")
