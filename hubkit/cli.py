@@ -329,15 +329,12 @@ def _signals_as_interrupt(*signals: signal.Signals) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def _wait(seconds: float, *, stop: threading.Event | None = None) -> None:
-    """Sleep ``seconds`` in short steps (Ctrl-C stays prompt); ``stop`` ends it early."""
-    event = stop if stop is not None else threading.Event()
+def _wait(seconds: float) -> None:
+    """Sleep ``seconds`` (``math.inf``: until interrupted) in short steps, so that Ctrl-C and
+    SIGTERM are handled promptly on every platform."""
     deadline = time.monotonic() + seconds
-    while not event.is_set():
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return
-        event.wait(min(left, 0.25))
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.25))
 
 
 class _Counter:
@@ -539,8 +536,13 @@ def cmd_load(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _sync_stream(args: argparse.Namespace, params: dict[str, Any], seconds: float) -> str:
-    """``sync trades``: a live WebSocket trades sink kept open for ``seconds``."""
+def _sync_stream(
+    args: argparse.Namespace, params: dict[str, Any], seconds: float
+) -> tuple[str, str | None]:
+    """``sync trades``: a live WebSocket trades sink kept open for ``seconds``.
+
+    Returns the summary line and, when the stream was down at the end (the rows that did
+    arrive are stored), the reason to exit non-zero."""
     from hubkit import bybit
 
     symbols = _symbols(params)
@@ -562,15 +564,19 @@ def _sync_stream(args: argparse.Namespace, params: dict[str, Any], seconds: floa
     finally:
         sink.close()
     elapsed = time.monotonic() - started
-    if not status.connected and counter.rows == 0 and errors.last is not None:
-        raise CommandError(f"the stream failed: {errors.last}")
     rate = counter.rows / elapsed if elapsed > 0 else 0.0
     gaps = f", {counter.gaps} gaps" if counter.gaps else ""
-    return (
+    summary = (
         f"synced trades {','.join(symbols)} ({category}) for {elapsed:.1f} s: "
         f"{counter.rows} new trades ({rate:.1f}/s), table {sink.name} has {status.rows} rows, "
         f"{status.reconnects} reconnects{gaps}, {len(errors.items)} errors"
     )
+    failure = None
+    if not status.connected:
+        failure = "the stream was down at the end" + (
+            f": {errors.last}" if errors.last is not None else ""
+        )
+    return summary, failure
 
 
 def _sync_rest(
@@ -613,11 +619,13 @@ async def _sync_dataset_once(dataset: Dataset, params: Mapping[str, Any], table:
 
 
 def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
-    """Keep a dataset syncing for ``--for`` and print a one-line summary."""
+    """Keep a dataset syncing for ``--for`` and print a one-line summary; fail (exit 1) when
+    it could not start, a REST sync failed, or the stream was down at the end."""
     params = parse_params(args.params)
     seconds = args.duration
+    failure: str | None = None
     if args.name in STREAMED:
-        summary = _sync_stream(args, params, seconds)
+        summary, failure = _sync_stream(args, params, seconds)
     else:
         catalog = _open_catalog()
         if args.name not in catalog:
@@ -625,6 +633,8 @@ def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
             raise CommandError(f"unknown dataset {args.name!r} (known: {known})")
         summary = _sync_rest(args, catalog[args.name], params, seconds)
     print(summary, file=out, flush=True)
+    if failure is not None:
+        raise CommandError(failure)
     return EXIT_OK
 
 

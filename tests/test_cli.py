@@ -199,6 +199,45 @@ def test_sync_against_an_unreachable_url_fails_in_one_line(tmp_path: Path) -> No
     assert "127.0.0.1:1" in lines[0]
 
 
+def test_sync_fails_when_the_stream_is_down_at_the_end(
+    bybit_sim: BybitSimulator, tmp_path: Path
+) -> None:
+    store = tmp_path / "down.db"
+    args = ["sync", "trades", "--symbols", "BTCUSDT", "--for", "4s", "--store", str(store)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hubkit", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **sim_env(bybit_sim)},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _stored_rows(store):  # wait until trades flow, then take the server away
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        bybit_sim.stop()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert proc.returncode == 1
+    assert out.startswith("synced trades BTCUSDT"), out  # the summary still says what arrived
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hubkit sync: error: the stream was down")
+
+
+def _stored_rows(store: Path) -> int:
+    if not store.exists():
+        return 0
+    try:
+        _, tables = read_store_tables(str(store))
+    except Exception:  # the file is being created
+        return 0
+    return sum(t.rows or 0 for t in tables if t.name == "bybit_public_trade_linear")
+
+
 def test_sync_a_rest_dataset(pointed: BybitSimulator, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sync", "instruments", "category=linear", "--for", "1s", "--every", "0.4s"]) == 0
     out = capsys.readouterr().out.strip()
