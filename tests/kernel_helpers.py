@@ -75,6 +75,7 @@ def sim_env(sim: Any, home: Path | str | None = None) -> dict[str, str]:
 class CellResult:
     """What one executed cell produced, read from IOPub until the kernel went idle."""
 
+    msg_id: str = ""  # the execute request's id
     status: str = "ok"  # the execute_reply status: "ok" | "error" | "aborted"
     stdout: str = ""
     stderr: str = ""
@@ -148,7 +149,7 @@ class RealKernel:
         its parent, so messages sent from background threads are counted too.
         ``on_message`` sees each one as it arrives.
         """
-        result = CellResult()
+        result = CellResult(msg_id=msg_id)
         started = time.monotonic()
         deadline = started + timeout
         while True:

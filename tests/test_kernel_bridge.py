@@ -47,10 +47,10 @@ def busy_window(result: CellResult) -> tuple[datetime, datetime]:
     states = [
         (m["content"]["execution_state"], m["header"]["date"])
         for m in result.iopub
-        if m["header"]["msg_type"] == "status"
+        if m["header"]["msg_type"] == "status" and m["parent_header"].get("msg_id") == result.msg_id
     ]
     busy = next(d for s, d in states if s == "busy")
-    idle = [d for s, d in states if s == "idle"][-1]
+    idle = next(d for s, d in states if s == "idle")
     return busy, idle
 
 
