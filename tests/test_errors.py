@@ -1,11 +1,17 @@
 from __future__ import annotations
 
 import hubkit
+import hubkit.errors
 
 
-def test_every_error_is_a_hubkit_error() -> None:
+def test_every_error_is_a_hubkit_error_and_every_warning_a_hubkit_warning() -> None:
     for name in hubkit.errors.__all__:
-        assert issubclass(getattr(hubkit, name), hubkit.HubkitError), name
+        obj = getattr(hubkit.errors, name)
+        if issubclass(obj, Warning):
+            assert issubclass(obj, hubkit.errors.HubkitWarning), name
+        else:
+            assert issubclass(obj, hubkit.HubkitError), name
+            assert getattr(hubkit, name) is obj, f"hubkit.{name} is not re-exported"
 
 
 def test_protocol_error_temporary_follows_status() -> None:
