@@ -599,3 +599,37 @@ def test_column_helpers() -> None:
     with pytest.raises(ValidationError):
         spec.column("nope")
     assert spec.names[0] == "id"
+
+
+@dataclass
+class Listing:
+    symbol: str
+    lot: Annotated[PriceFilter, wire("lotSizeFilter")]  # renames the prefix of its leaves
+    listed: Annotated[datetime, wire("launchTime")]
+
+
+def test_wire_alias_on_a_nested_dataclass_and_to_wire_round_trip() -> None:
+    spec = reflect(Listing, "symbol")
+    assert [c.wire_path for c in spec.columns] == [
+        ("symbol",),
+        ("lotSizeFilter", "tickSize"),
+        ("lotSizeFilter", "minPrice"),
+        ("launchTime",),
+    ]
+    wire_rows = [
+        {
+            "symbol": "BTCUSDT",
+            "lotSizeFilter": {"tickSize": "0.001", "minPrice": "5"},
+            "launchTime": "1585526400000",
+        }
+    ]
+    frame = spec.from_wire(wire_rows)
+    assert spec.from_frame(frame) == [
+        Listing(
+            "BTCUSDT",
+            PriceFilter(Decimal("0.001"), 5.0),
+            datetime(2020, 3, 30, tzinfo=UTC),
+        )
+    ]
+    again = spec.from_wire([spec.to_wire(r) for r in frame.iter_rows(named=True)])
+    assert again.equals(frame)
