@@ -293,6 +293,8 @@ class Sink:
         self._time_column = next((c.name for c in self._spec.columns if c.kind == "datetime"), None)
         self._closing = False
         self._closed = False
+        self._released = False
+        self._shutdown: asyncio.Future[None] | None = None
         # Loop-side objects, created by _astart on hubkit's loop.
         self._request: asyncio.Event | None = None
         self._sync_lock: asyncio.Lock | None = None
@@ -443,17 +445,20 @@ class Sink:
     def close(self, timeout: float = _CLOSE_TIMEOUT) -> None:
         """Stop the policy, push what can be pushed of the outbox within ``timeout`` seconds
         (the rest stays durable for next time), disconnect, and release what the sink opened.
-        Idempotent; every later use raises ``ClosedError``."""
-        if self._closed:
+        Idempotent (a concurrent second call waits for the first); every later use raises
+        ``ClosedError``."""
+        if self._released:
             return
-        self._bridge.run(self._ashutdown(timeout))
+        if not self._closed:
+            self._bridge.run(self._ashutdown(timeout))
         self._release()
 
     async def aclose(self, timeout: float = _CLOSE_TIMEOUT) -> None:
         """Async twin of ``close``."""
-        if self._closed:
+        if self._released:
             return
-        await self._bridge.arun(self._ashutdown(timeout))
+        if not self._closed:
+            await self._bridge.arun(self._ashutdown(timeout))
         await run_sync_in_worker(self._release)
 
     def panel(self, **kwargs: Any) -> Any:
@@ -774,8 +779,12 @@ class Sink:
                     self._wake()
 
     async def _ashutdown(self, timeout: float) -> None:
-        if self._closing:
-            return
+        """Close on the loop; a second caller waits for the first one's close to finish."""
+        if self._shutdown is None:
+            self._shutdown = asyncio.ensure_future(self._shutdown_steps(timeout))
+        await asyncio.shield(self._shutdown)
+
+    async def _shutdown_steps(self, timeout: float) -> None:
         self._closing = True
         try:
             await self._stop_policy(timeout)
@@ -798,6 +807,7 @@ class Sink:
                 )
             )
             self._closed = True
+            await asyncio.sleep(0)  # deliver the changes already queued to the handlers
 
     async def _flush(self, timeout: float) -> None:
         flush = getattr(self._policy, "flush", None)
@@ -818,14 +828,19 @@ class Sink:
             _log.warning("sink %s: pushing the outbox on close failed: %s", self.name, exc)
 
     def _release(self) -> None:
-        """Blocking part of closing: what the sink owns of the cache and the store."""
-        parts = self._parts
-        if parts.owns_cache and parts.cache is not None:
-            parts.cache.clear()
-        if parts.owns_store:
-            parts.store.close()
+        """Blocking part of closing: what the sink owns of the cache and the store (after
+        any write still running in another thread has finished). Once only."""
         with self._lock:
+            if self._released:
+                return
+            self._released = True
             self._handlers = ()
+        parts = self._parts
+        with self._write_lock:
+            if parts.owns_cache and parts.cache is not None:
+                parts.cache.clear()
+            if parts.owns_store:
+                parts.store.close()
 
     # -- local writes (calling thread) -------------------------------------------------------
 

@@ -108,6 +108,22 @@ def test_closed_sink_stops_its_tasks_and_refuses_use(db: Path) -> None:
     assert "closed" in repr(sink)
 
 
+def test_close_delivers_queued_changes_and_two_closes_agree(db: Path) -> None:
+    sink = open_sink(Item, "id", store=db)
+    changes = Recorder()
+    sink.subscribe(changes)
+    sink.dao.upsert(_items("a"))
+    closers = [threading.Thread(target=sink.close) for _ in range(2)]
+    for closer in closers:
+        closer.start()
+    for closer in closers:
+        closer.join(TIMEOUT)
+    assert sink.closed
+    assert [c.op for c in changes.items] == [Op.UPSERT]  # delivered before the close ended
+    with open_sink(Item, "id", store=db) as reopened:
+        assert reopened.dao.count() == 1
+
+
 def test_a_bad_entity_fails_at_open(db: Path) -> None:
     class NotADataclass:
         id: str
