@@ -1,14 +1,21 @@
-"""hubkit: keep dataclass entities in sync between a remote source, SQLite and a Polars cache."""
+"""hubkit: keep dataclass entities in sync between a remote source, SQLite and a Polars cache.
+
+Everything public is importable from here. Only the exception tree and the small shared
+vocabulary are imported eagerly; every other name is imported on first use, so
+``import hubkit`` stays cheap and never pulls in httpx, websockets, ipywidgets or Arrow.
+"""
 
 from __future__ import annotations
 
-from hubkit.cache import FrameCache
-from hubkit.entity import EntitySpec, reflect, wire
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from hubkit.errors import (
     BridgeError,
     ClosedError,
     DecodeError,
     HubkitError,
+    HubkitWarning,
     OfflineError,
     ProtocolError,
     RateLimited,
@@ -16,52 +23,155 @@ from hubkit.errors import (
     RemoteError,
     RemoteTimeout,
     SchemaError,
+    StaleDataWarning,
     StoreError,
     SyncError,
     TransportError,
     ValidationError,
 )
-from hubkit.policies import (
-    Bidirectional,
-    PeriodicSync,
-    PushAfterWrite,
-    QueryOnInit,
-    WebSocketSubscription,
-    remote_wins,
-)
-from hubkit.sink import Sink, Subscription, aopen_sink, open_sink
-from hubkit.store import Store
 from hubkit.types import (
     Change,
+    ChangeHandler,
     Connection,
+    ErrorHandler,
     Gap,
     Message,
     Op,
+    OutboxEntry,
     Reconnected,
     ScheduleStatus,
+    SinkStatus,
     Source,
     StreamingConnection,
+    SyncContext,
     SyncPolicy,
+    SyncState,
     SyncStatus,
 )
 
+if TYPE_CHECKING:
+    from hubkit.cache import (
+        FrameCache,
+    )
+    from hubkit.catalog import (
+        Catalog,
+        Dataset,
+        aload,
+        default_catalog,
+        load,
+    )
+    from hubkit.connections import (
+        HttpConnection,
+        JsonRpcConnection,
+        JsonRpcMethods,
+        Route,
+        Secret,
+        WebSocketConnection,
+    )
+    from hubkit.entity import (
+        EntitySpec,
+        reflect,
+        wire,
+    )
+    from hubkit.notebook import (
+        StatusPanel,
+        status_html,
+        status_panel,
+        status_table,
+        status_text,
+    )
+    from hubkit.policies import (
+        Bidirectional,
+        PeriodicSync,
+        PushAfterWrite,
+        QueryOnInit,
+        WebSocketSubscription,
+        local_wins,
+        remote_wins,
+    )
+    from hubkit.progress import (
+        Progress,
+        progress,
+    )
+    from hubkit.sink import (
+        Sink,
+        SinkDao,
+        Subscription,
+        WriteResult,
+        aopen_sink,
+        open_sink,
+    )
+    from hubkit.store import (
+        Store,
+    )
+
 __version__ = "0.1.0"
+
+# name -> module that defines it, imported on first attribute access
+_LAZY: dict[str, str] = {
+    "FrameCache": "hubkit.cache",
+    "EntitySpec": "hubkit.entity",
+    "reflect": "hubkit.entity",
+    "wire": "hubkit.entity",
+    "Store": "hubkit.store",
+    "Sink": "hubkit.sink",
+    "SinkDao": "hubkit.sink",
+    "Subscription": "hubkit.sink",
+    "WriteResult": "hubkit.sink",
+    "aopen_sink": "hubkit.sink",
+    "open_sink": "hubkit.sink",
+    "Bidirectional": "hubkit.policies",
+    "PeriodicSync": "hubkit.policies",
+    "PushAfterWrite": "hubkit.policies",
+    "QueryOnInit": "hubkit.policies",
+    "WebSocketSubscription": "hubkit.policies",
+    "local_wins": "hubkit.policies",
+    "remote_wins": "hubkit.policies",
+    "Catalog": "hubkit.catalog",
+    "Dataset": "hubkit.catalog",
+    "aload": "hubkit.catalog",
+    "default_catalog": "hubkit.catalog",
+    "load": "hubkit.catalog",
+    "StatusPanel": "hubkit.notebook",
+    "status_html": "hubkit.notebook",
+    "status_panel": "hubkit.notebook",
+    "status_table": "hubkit.notebook",
+    "status_text": "hubkit.notebook",
+    "Progress": "hubkit.progress",
+    "progress": "hubkit.progress",
+    "HttpConnection": "hubkit.connections",
+    "JsonRpcConnection": "hubkit.connections",
+    "JsonRpcMethods": "hubkit.connections",
+    "Route": "hubkit.connections",
+    "Secret": "hubkit.connections",
+    "WebSocketConnection": "hubkit.connections",
+}
 
 __all__ = [
     "Bidirectional",
     "BridgeError",
+    "Catalog",
     "Change",
+    "ChangeHandler",
     "ClosedError",
     "Connection",
+    "Dataset",
     "DecodeError",
     "EntitySpec",
+    "ErrorHandler",
     "FrameCache",
     "Gap",
+    "HttpConnection",
     "HubkitError",
+    "HubkitWarning",
+    "JsonRpcConnection",
+    "JsonRpcMethods",
     "Message",
     "OfflineError",
     "Op",
+    "OutboxEntry",
     "PeriodicSync",
+    "Progress",
     "ProtocolError",
     "PushAfterWrite",
     "QueryOnInit",
@@ -70,24 +180,56 @@ __all__ = [
     "Rejected",
     "RemoteError",
     "RemoteTimeout",
+    "Route",
     "ScheduleStatus",
     "SchemaError",
+    "Secret",
     "Sink",
+    "SinkDao",
+    "SinkStatus",
     "Source",
+    "StaleDataWarning",
+    "StatusPanel",
     "Store",
     "StoreError",
     "StreamingConnection",
     "Subscription",
+    "SyncContext",
     "SyncError",
     "SyncPolicy",
+    "SyncState",
     "SyncStatus",
     "TransportError",
     "ValidationError",
+    "WebSocketConnection",
     "WebSocketSubscription",
+    "WriteResult",
     "__version__",
+    "aload",
     "aopen_sink",
+    "default_catalog",
+    "load",
+    "local_wins",
     "open_sink",
+    "progress",
     "reflect",
     "remote_wins",
+    "status_html",
+    "status_panel",
+    "status_table",
+    "status_text",
     "wire",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hubkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
