@@ -503,9 +503,12 @@ async def _push_loop(
             else:
                 failures += 1
                 ctx.report_error(outcome.error)
-        requested = await ctx.wait_for_request(retry_delay(failures) if failures else None)
-        if not requested and failures:
-            requested = True  # the retry timer fired
+        if failures:
+            # a failing remote is retried on the timer only: writes made meanwhile wait too
+            await asyncio.sleep(retry_delay(failures))
+            requested = True
+        else:
+            requested = await ctx.wait_for_request(None)
 
 
 # -- Bidirectional ---------------------------------------------------------------------------
@@ -689,10 +692,11 @@ class Bidirectional:
                 ctx.set_status(SyncStatus.OUT_OF_SYNC)
                 ctx.report_error(exc)
             if failures:
-                wait = backoff_delay(failures, base=base, cap=max(base, interval))
+                # a failing remote is retried on the timer only: writes made meanwhile wait
+                await asyncio.sleep(backoff_delay(failures, base=base, cap=max(base, interval)))
+                requested = False
             else:
-                wait = max(0.0, next_pull - loop.time())
-            requested = await ctx.wait_for_request(wait)
+                requested = await ctx.wait_for_request(max(0.0, next_pull - loop.time()))
 
     async def sync_once(self, ctx: SyncContext) -> None:
         """Push the outbox, then fetch and apply remote rows, settling conflicts."""

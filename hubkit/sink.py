@@ -521,10 +521,15 @@ class Sink:
     async def pending(self, limit: int | None = None) -> list[OutboxEntry]:
         """Outbox entries waiting to be pushed, oldest first."""
         self._check_not_closed()
-        entries = await run_sync_in_worker(self._table.outbox_pending, limit)
-        if limit is None:
-            self._pending = len(entries)
-        return entries
+        return await run_sync_in_worker(self._pending_entries, limit)
+
+    def _pending_entries(self, limit: int | None) -> list[OutboxEntry]:
+        # under the write lock, so the pending count agrees with writes made meanwhile
+        with self._write_lock:
+            entries = self._table.outbox_pending(limit)
+            if limit is None:
+                self._pending = len(entries)
+            return entries
 
     async def acknowledge(self, entry: OutboxEntry, response: Mapping[str, Any] | None) -> None:
         """Mark ``entry`` pushed; apply the remote's echo of the row when it differs and no
