@@ -17,23 +17,30 @@ extras: ``pushes_local_writes = True`` makes the sink's DAO write outbox entries
 local write; ``async start(ctx)`` runs before ``open_sink`` returns (a failure there fails the
 open); ``async flush(ctx)`` is called once, with a time limit, when the sink closes.
 
-A custom policy needs no base class. This one fetches on start and whenever asked::
+A custom policy needs no base class. This one fetches on start and after every local write::
+
+    from hubkit.types import SyncContext, SyncStatus
 
     @dataclass(frozen=True)
-    class OnDemand:
+    class FetchOnWrite:
         params: Mapping[str, Any] | None = None
 
-        async def run(self, ctx: hubkit.SyncContext) -> None:
-            await self.sync_once(ctx)
+        async def run(self, ctx: SyncContext) -> None:
             while True:
-                await ctx.wait_for_request(None)   # a local write or a reconnect wakes us
-                await self.sync_once(ctx)
+                try:
+                    await self.sync_once(ctx)
+                except Exception as exc:        # report and keep going
+                    ctx.set_status(SyncStatus.OUT_OF_SYNC)
+                    ctx.report_error(exc)
+                await ctx.wait_for_request(None)   # a local write wakes us
 
-        async def sync_once(self, ctx: hubkit.SyncContext) -> None:
+        async def sync_once(self, ctx: SyncContext) -> None:
             assert ctx.connection is not None
             frame = await ctx.connection.fetch(ctx.spec, self.params)
-            await ctx.apply_remote(frame)
-            ctx.set_status(hubkit.SyncStatus.FULL_SYNC)
+            await ctx.apply_remote(frame)       # store + cache + REMOTE change, off the loop
+            ctx.set_status(SyncStatus.FULL_SYNC)
+
+    sink = hubkit.open_sink(Item, "id", store=path, connection=conn, policy=FetchOnWrite())
 
 Rules the built-in policies follow (and a custom one should):
 

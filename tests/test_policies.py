@@ -837,15 +837,18 @@ def test_a_bad_message_goes_to_the_error_handler_and_the_stream_goes_on(db: Path
 
 @dataclass(frozen=True)
 class FetchOnWrite:
-    """Pulls at start and after every local write; no base class, just the protocol."""
+    """The custom policy of ``hubkit.policies``' docstring: no base class, just the protocol."""
 
     params: Mapping[str, Any] | None = None
 
     async def run(self, ctx: SyncContext) -> None:
-        await self.sync_once(ctx)
         while True:
-            if await ctx.wait_for_request(None):
+            try:
                 await self.sync_once(ctx)
+            except Exception as exc:
+                ctx.set_status(SyncStatus.OUT_OF_SYNC)
+                ctx.report_error(exc)
+            await ctx.wait_for_request(None)
 
     async def sync_once(self, ctx: SyncContext) -> None:
         assert ctx.connection is not None
@@ -866,6 +869,14 @@ def test_a_custom_policy_runs_in_a_sink(db: Path) -> None:
         sink.dao.upsert([item("local")])
         eventually(lambda: ids(sink.frame()) == ["local", "r", "r2"])
         assert conn.count("fetch") >= 2
+        errors = Recorder()
+        sink.set_error_handler(errors)
+        conn.fail_next(1, ops=("fetch",))
+        sink.dao.upsert([item("again")])
+        errors.wait(lambda items: len(items) == 1)  # reported; the policy goes on
+        conn.put([item("r3")])
+        sink.dao.upsert([item("more")])
+        eventually(lambda: "r3" in ids(sink.frame()))
 
 
 @dataclass
