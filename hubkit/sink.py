@@ -372,7 +372,8 @@ class Sink:
     def frame(self) -> pl.DataFrame:
         """The table as a Polars frame: the cache snapshot (reloaded from the store first if
         it is stale), or a store read when the sink has no cache. Later writes never change
-        a frame already returned."""
+        a frame already returned. A cache with ``max_rows`` holds only the most recently
+        written rows; ``dao.query()`` reads the whole table from the store."""
         table = self._table_for_use()
         cache = self._cache
         if cache is None:
