@@ -158,11 +158,13 @@ Ticket = WriteResult | Forward
 class Tickets:
     """Matches settled outbox entries back to the ``WriteResult`` of the write that made them.
 
-    Entries of one key are pushed in the order they were written, and writes to this sink
-    made while it is open are the only ones with ids above ``watermark`` (the highest pending
-    id when the sink opened); so per key, settled entries above the watermark come in the
-    order their tickets were queued. Entries at or below it come from an earlier session and
-    have no ticket.
+    Why FIFO per key is exact: entries of one key are pushed, rejected or superseded in the
+    order they were written; the store never reuses an outbox id; and while the sink is open
+    it is the only writer of its outbox, so the entries with ids above ``watermark`` (the
+    highest id pending when the sink opened) are exactly the ones this sink wrote, in ticket
+    order. Entries at or below the watermark come from an earlier session and have no
+    ticket. (Two sinks pushing one table under one name at the same time break the last
+    assumption, and would push each entry twice anyway.)
     """
 
     def __init__(self, watermark: int) -> None:
