@@ -54,7 +54,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -73,7 +73,15 @@ from hubkit.connections.wsdecode import (
     decode_run,
     runs,
 )
-from hubkit.connections.wsproto import BybitWsProtocol, WsAck, WsData, WsPong, WsProtocol, chunked
+from hubkit.connections.wsproto import (
+    BybitWsProtocol,
+    WsAck,
+    WsData,
+    WsEvent,
+    WsPong,
+    WsProtocol,
+    chunked,
+)
 from hubkit.errors import (
     ClosedError,
     DecodeError,
@@ -154,6 +162,10 @@ class WebSocketConnection:
         self.url = url
         self._decoders = TopicDecoders(decoders)
         self.protocol: WsProtocol = protocol if protocol is not None else BybitWsProtocol()
+        # Data left as JSON text is decoded by the topic's decoder, straight into typed rows.
+        self._parse: Callable[[bytes | str], WsEvent] = getattr(
+            self.protocol, "parse_lazy", self.protocol.parse
+        )
         self.rest = rest
         self._on_error = on_error
         self.ping_interval = ping_interval
@@ -601,7 +613,7 @@ class WebSocketConnection:
     def _handle(self, raw: bytes | str) -> RawFrame | None:
         """Parse one frame: control frames are acted on here, data frames are returned."""
         try:
-            event = self.protocol.parse(raw)
+            event = self._parse(raw)
         except DecodeError as exc:
             self._decode_failed(exc)
             return None
@@ -611,7 +623,7 @@ class WebSocketConnection:
             if decoder is None:
                 return None
             try:
-                items = decoder.extract(event.data)
+                items = decoder.rows(event.data)
             except Exception as exc:
                 self._decode_failed(
                     as_decode_error(exc, "cannot extract rows", "data"), event.topic

@@ -4,19 +4,24 @@ Pure logic (no I/O), used by ``WebSocketConnection``:
 
 - a ``TopicDecoder(spec, extract)`` turns a frame's ``data`` into rows:
   ``spec.from_wire(extract(data))``; ``TopicDecoders`` finds the decoder of a topic by its
-  longest dotted prefix (``"kline.5.BTCUSDT"`` -> ``"kline.5"`` -> ``"kline"``);
+  longest dotted prefix (``"kline.5.BTCUSDT"`` -> ``"kline.5"`` -> ``"kline"``). With the
+  default extractor and ``data`` still JSON text (``msgspec.Raw``, see
+  ``WsProtocol.parse_lazy``), ``TopicDecoder.rows`` decodes it straight into typed rows
+  (``EntitySpec.wire_decoder()``): checked and converted on arrival, turned into a frame later;
 - frames waiting in a queue are grouped into *runs* (``runs``): one per topic while the kind
   stays the same, so a topic's order is kept and a snapshot after deltas starts a new run;
-- ``decode_run`` turns a run into one ``Message`` with a single ``from_wire`` call, and only
-  when that fails decodes frame by frame to skip exactly the bad frames (never part of one).
+- ``decode_run`` turns a run into one ``Message`` with a single frame build, and only when
+  that fails decodes frame by frame to skip exactly the bad frames (never part of one).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+import msgspec
 import polars as pl
 
 from hubkit.errors import DecodeError
@@ -29,8 +34,10 @@ __all__ = [
     "DecoderLike",
     "Extractor",
     "RawFrame",
+    "Rows",
     "TopicDecoder",
     "TopicDecoders",
+    "TypedRows",
     "decode_run",
     "default_extract",
     "renamed",
@@ -69,12 +76,45 @@ def renamed(names: Mapping[str, str], extract: Extractor = default_extract) -> E
     return extractor
 
 
+class TypedRows(list[Any]):
+    """A frame's rows decoded by the spec's ``WireDecoder``: checked, not yet a Polars frame."""
+
+    __slots__ = ()
+
+
+Rows: TypeAlias = "Sequence[Mapping[str, Any]] | TypedRows | pl.DataFrame"
+"""A frame's rows between arrival and ``decode_run``: extracted JSON objects, typed rows, or
+(rows only the general ``from_wire`` path accepts) an already decoded frame."""
+
+
 @dataclass(frozen=True)
 class TopicDecoder:
     """How frames of one topic family become rows: ``spec.from_wire(extract(data))``."""
 
     spec: EntitySpec
     extract: Extractor = field(default=default_extract)
+
+    def rows(self, data: Any) -> Rows:
+        """A frame's ``data`` -> its rows, checked as far as can be done per frame.
+
+        ``data`` that is still JSON text (``msgspec.Raw``) is decoded here: with the default
+        extractor straight into typed rows; when those refuse a value, by the general path,
+        which raises ``DecodeError`` naming the field or returns the decoded frame. Other
+        ``data`` (plain JSON values) goes through ``extract``.
+        """
+        if isinstance(data, msgspec.Raw):
+            if self.extract is default_extract:
+                try:
+                    return TypedRows(self.spec.wire_decoder().decode(data))
+                except msgspec.DecodeError:
+                    pass  # not in the typed shape: the general path decides below
+            try:
+                data = msgspec.json.decode(data)
+            except msgspec.DecodeError as exc:
+                raise DecodeError(f"data is not JSON: {exc}", field="data") from exc
+            if self.extract is default_extract:
+                return self.spec.from_wire(default_extract(data))
+        return self.extract(data)
 
 
 DecoderLike: TypeAlias = "TopicDecoder | tuple[EntitySpec, Extractor] | EntitySpec"
@@ -119,7 +159,7 @@ class RawFrame:
 
     topic: str
     kind: str
-    items: Sequence[Mapping[str, Any]]
+    items: Rows
     decoder: TopicDecoder
     received_at: float  # time.monotonic() on arrival
 
@@ -147,9 +187,10 @@ def decode_run(run: Sequence[RawFrame], report: Report) -> Message | None:
     """One ``Message`` with the rows of every frame in ``run`` that decodes; bad frames are
     reported and skipped whole. None when no frame decodes."""
     first = run[0]
+    spec = first.decoder.spec
     if len(run) > 1:
         try:
-            frame = first.decoder.spec.from_wire([item for raw in run for item in raw.items])
+            frame = frame_of(spec, [raw.items for raw in run])
         except Exception:
             pass  # find the bad frames one by one below
         else:
@@ -157,13 +198,49 @@ def decode_run(run: Sequence[RawFrame], report: Report) -> Message | None:
     frames: list[pl.DataFrame] = []
     for raw in run:
         try:
-            frames.append(raw.decoder.spec.from_wire(raw.items))
+            frames.append(frame_of(spec, [raw.items]))
         except Exception as exc:
-            report(as_decode_error(exc, "rows do not decode", None), raw.topic)
+            error: BaseException = exc
+            if isinstance(raw.items, TypedRows):
+                # Typed rows passed msgspec but a column refused a value: the general path
+                # says which (or accepts the rows after all).
+                try:
+                    frames.append(spec.from_wire(msgspec.to_builtins(raw.items)))
+                    continue
+                except Exception as general:
+                    error = general
+            report(as_decode_error(error, "rows do not decode", None), raw.topic)
     if not frames:
         return None
     merged = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
     return Message(first.topic, merged, first.kind, first.received_at)
+
+
+def _sort_of(rows: Rows) -> int:
+    if isinstance(rows, TypedRows):
+        return 0
+    if isinstance(rows, pl.DataFrame):
+        return 1
+    return 2
+
+
+def frame_of(spec: EntitySpec, parts: Sequence[Rows]) -> pl.DataFrame:
+    """The rows of ``parts`` (in order) as one frame: typed rows of consecutive parts are
+    built into columns together, JSON objects decoded together by ``from_wire``."""
+    groups = [(sort, list(group)) for sort, group in itertools.groupby(parts, key=_sort_of)]
+    frames: list[pl.DataFrame] = []
+    for sort, group in groups:
+        if sort == 0:
+            rows = group[0] if len(group) == 1 else list(itertools.chain.from_iterable(group))
+            frames.append(spec.wire_decoder().frame(rows))  # type: ignore[arg-type]
+        elif sort == 1:
+            frames.extend(group)  # type: ignore[arg-type]
+        else:
+            items = [item for part in group for item in part]
+            frames.append(spec.from_wire(items))  # type: ignore[arg-type]
+    if len(frames) == 1:
+        return frames[0]
+    return pl.concat(frames, how="vertical")
 
 
 def as_decode_error(exc: BaseException, what: str, field: str | None) -> DecodeError:

@@ -15,7 +15,9 @@ A ``WsProtocol`` is pure logic (no I/O), so each shape is testable without a soc
 
 ``parse`` decodes the envelope with a typed msgspec decoder (``data`` stays plain JSON values)
 and raises ``DecodeError`` naming the field for frames that are not JSON, have wrong types, or
-are neither data nor a known control frame.
+are neither data nor a known control frame. ``parse_lazy`` (optional in a ``WsProtocol``) does
+the same but leaves a data frame's ``data`` as JSON text (``msgspec.Raw``), so that the
+connection decodes the rows straight into typed values.
 
 To speak another exchange, write an object with the same four methods and ``max_args``.
 """
@@ -127,6 +129,22 @@ class _BybitFrame(msgspec.Struct):
     req_id: str | int | None = None
 
 
+class _BybitDataFrame(msgspec.Struct):
+    """``_BybitFrame`` with ``data`` left as its JSON text (``msgspec.Raw``)."""
+
+    topic: str | None = None
+    type: str | None = None
+    ts: int | float | None = None
+    data: msgspec.Raw = msgspec.Raw()
+    op: str | None = None
+    success: bool | None = None
+    ret_msg: str | None = None
+    req_id: str | int | None = None
+
+
+_NULL = msgspec.Raw(b"null")
+
+
 class _CommandData(msgspec.Struct):
     successTopics: list[str] = []  # ByBit's wire names
     failTopics: list[str] = []
@@ -157,6 +175,7 @@ class BybitWsProtocol:
             raise ValueError("max_args must be at least 1")
         self.max_args = max_args
         self._decoder = msgspec.json.Decoder(_BybitFrame)
+        self._data_decoder = msgspec.json.Decoder(_BybitDataFrame)
         self._encoder = msgspec.json.Encoder()
 
     def __repr__(self) -> str:
@@ -190,6 +209,22 @@ class BybitWsProtocol:
                 )
             return WsData(frame.topic, frame.type or "snapshot", frame.data, frame.ts)
         return self._control(frame, raw)
+
+    def parse_lazy(self, raw: bytes | str) -> WsEvent:
+        """``parse``, except that a data frame's ``data`` stays JSON text (``msgspec.Raw``), for
+        a typed decoder to read in one pass. Control frames come out as from ``parse``."""
+        try:
+            frame = self._data_decoder.decode(raw)
+        except msgspec.DecodeError:
+            return self.parse(raw)  # the full parse names what is wrong
+        if frame.topic is None:
+            return self.parse(raw)
+        data = frame.data
+        if not data or data == _NULL:
+            raise DecodeError(
+                f"frame on {frame.topic!r} has no data", field="data", raw=_preview(raw)
+            )
+        return WsData(frame.topic, frame.type or "snapshot", data, frame.ts)
 
     def _control(self, frame: _BybitFrame, raw: bytes | str) -> WsEvent:
         op = frame.op
