@@ -850,13 +850,21 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Nam
     return args
 
 
-def _configure_logging(debug: bool) -> None:
+@contextlib.contextmanager
+def _configured_logging(debug: bool) -> Iterator[None]:
+    """Send hubkit's log records to stderr for one command, then restore the logger as it was
+    (``main`` may run inside a larger program or a test session)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("hubkit: %(levelname)s: %(message)s"))
     root = logging.getLogger("hubkit")
+    saved = (root.handlers[:], root.level, root.propagate)
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.ERROR)
     root.propagate = False
+    try:
+        yield
+    finally:
+        root.handlers[:], root.level, root.propagate = saved[0], saved[1], saved[2]
 
 
 def _show_warning(
@@ -877,9 +885,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = _parse(parser, list(sys.argv[1:] if argv is None else argv))
-    _configure_logging(args.debug)
     command: Callable[[argparse.Namespace, TextIO], int] = args.func
-    with warnings.catch_warnings():
+    with _configured_logging(args.debug), warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:
             handled = (signal.SIGTERM, signal.SIGINT) if args.command == "simulate" else ()

@@ -1,4 +1,4 @@
-"""Testing helpers: a ByBit v5 simulator and pytest fixtures.
+"""Testing helpers: an in-memory connection, a ByBit v5 simulator and pytest fixtures.
 
 ``from hubkit.testing import BybitSimulator`` imports the simulator on first use only, so
 ``import hubkit.testing`` stays cheap and needs no test-only packages.
@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hubkit.testing.bybit import BybitSimulator, Faults
+    from hubkit.testing.memory import InMemoryConnection
 
-__all__ = ["BybitSimulator", "Faults"]
+__all__ = ["BybitSimulator", "Faults", "InMemoryConnection"]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,4 +20,8 @@ def __getattr__(name: str) -> Any:
         from hubkit.testing import bybit
 
         return getattr(bybit, name)
+    if name == "InMemoryConnection":
+        from hubkit.testing.memory import InMemoryConnection
+
+        return InMemoryConnection
     raise AttributeError(f"module 'hubkit.testing' has no attribute {name!r}")
