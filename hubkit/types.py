@@ -111,6 +111,18 @@ class SinkStatus:
     rate_limit_remaining: int | None = None  # what the remote said is left, if it says
     closed: bool = False
 
+    def __str__(self) -> str:
+        """A fixed-width text table of this status (for terminals, logs and headless runs)."""
+        from hubkit.notebook.render import status_text
+
+        return status_text(self)
+
+    def _repr_html_(self) -> str:
+        """A small HTML table of this status, shown by Jupyter where no widget renders."""
+        from hubkit.notebook.render import status_html
+
+        return status_html(self)
+
 
 @dataclass(frozen=True)
 class SyncState:

@@ -539,3 +539,26 @@ def test_importing_hubkit_does_not_import_ipywidgets() -> None:
         "assert 'ipywidgets' not in sys.modules, 'ipywidgets imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_a_status_renders_itself_as_text_and_html() -> None:
+    from datetime import UTC, datetime
+
+    from hubkit.types import ScheduleStatus, SinkStatus, SyncStatus
+
+    status = SinkStatus(
+        name="trades<x>",
+        sync_status=SyncStatus.FULL_SYNC,
+        schedule_status=ScheduleStatus.NOT_SCHEDULED,
+        connected=True,
+        last_sync=datetime.now(UTC),
+        rows=1234,
+        pending_pushes=2,
+        reconnects=1,
+        last_error=None,
+    )
+    text = str(status)
+    assert "trades<x>" in text and "1,234" in text
+    html = status._repr_html_()
+    assert "trades&lt;x&gt;" in html and "<table" in html
+    assert "SinkStatus(" in repr(status)  # the dataclass repr stays for debugging
