@@ -137,6 +137,11 @@ class WebSocketConnection:
     ``TopicDecoder``, a ``(spec, extractor)`` pair or a bare ``EntitySpec``; the longest match
     wins. ``rest`` serves ``fetch``/``create``/``update``/``remove`` (gap backfill); without it
     they raise ``ProtocolError``. ``sleep`` is used for reconnect waits only (injectable).
+
+    ``on_error`` (an attribute too, settable at any time) receives what the connection handles
+    by itself: malformed frames (``DecodeError`` naming the field), failed reconnect attempts
+    and resubscribes. None logs them at WARNING; a sink given a connection whose ``on_error``
+    is None sets it to the sink's own reporter, so they reach ``sink.set_error_handler``.
     """
 
     def __init__(
@@ -167,7 +172,8 @@ class WebSocketConnection:
             self.protocol, "parse_lazy", self.protocol.parse
         )
         self.rest = rest
-        self._on_error = on_error
+        # Public so a sink can route these errors to its own error handler when unset.
+        self.on_error: ErrorHandler | None = on_error
         self.ping_interval = ping_interval
         self.silence_timeout = silence_timeout
         self.ack_timeout = ack_timeout
@@ -652,11 +658,12 @@ class WebSocketConnection:
 
     def _report(self, exc: HubkitError) -> None:
         self.last_error = exc
-        if self._on_error is None:
+        handler = self.on_error
+        if handler is None:
             logger.warning("WebSocket %s: %s", self.url, exc)
             return
         try:
-            self._on_error(exc)
+            handler(exc)
         except Exception:
             logger.exception("the WebSocket error handler failed")
 
