@@ -9,9 +9,9 @@ Every entity keeps one table for every category it is listed under, except ``Pub
 whose table is per category (a trade id is only unique inside its category's stream).
 
 Rows that arrive in shapes the REST mapping does not cover are normalised by the small pure
-functions at the end of this module (``ws_trade_to_rest``, ``kline_row``, ``TickerMerger``,
-``normalize_instrument``, ``normalize_ticker``); they are what the connection presets and the
-sample tests use.
+helpers at the end of this module (``kline_row``, ``TickerMerger``, ``normalize_instrument``,
+``normalize_ticker``); WebSocket trades decode with their own wire names through
+``hubkit.bybit.presets.ws_trade_spec`` (built from ``WS_TRADE_WIRE``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ __all__ = [
     "kline_row",
     "normalize_instrument",
     "normalize_ticker",
-    "ws_trade_to_rest",
 ]
 
 
@@ -114,8 +113,8 @@ class Instrument:
 class PublicTrade:
     """One public trade (REST ``recent-trade`` item or WebSocket ``publicTrade`` item).
 
-    Key ``exec_id``. The WebSocket short names (``i p v S T BT s``) are mapped to these
-    fields by ``ws_trade_to_rest`` (or by a decoder built from ``WS_TRADE_WIRE``).
+    Key ``exec_id``. The WebSocket short names (``i p v S T BT s``) map to these fields
+    through ``WS_TRADE_WIRE`` (see ``hubkit.bybit.presets.ws_trade_spec``).
     """
 
     exec_id: str
@@ -253,14 +252,6 @@ _WS_OPTION_TICKER_KEYS: Final[Mapping[str, str]] = {
 }
 
 
-def ws_trade_to_rest(item: Mapping[str, Any]) -> dict[str, Any]:
-    """Rename one WebSocket ``publicTrade`` item's keys to the REST ``recent-trade`` keys.
-
-    Keys without a REST twin (``L``, ``RPI``, option greeks) are dropped.
-    """
-    return {rest: item[ws] for ws, rest in WS_TRADE_WIRE.items() if ws in item}
-
-
 def kline_row(row: Sequence[Any], *, category: str, symbol: str, interval: str) -> dict[str, Any]:
     """Turn one REST kline array ``[start, open, high, low, close, volume, turnover]`` into an
     object with ``Kline``'s wire keys (the series identity comes from the request)."""
@@ -309,30 +300,35 @@ def normalize_ticker(
 
 
 class TickerMerger:
-    """Keeps the last full ticker per topic and merges linear/inverse deltas into it.
+    """Keeps the last full ticker per symbol and merges linear/inverse deltas into it.
 
-    Call ``merge(message)`` with each decoded ``tickers.*`` WebSocket message (a dict); it
-    returns the complete ticker data to store, or ``None`` for a delta that arrived before
-    any snapshot (nothing correct can be stored from it; the next snapshot repairs it).
-    Call ``reset()`` after a reconnect: ByBit sends a new snapshot after resubscribing.
+    ``merge(message)`` takes a decoded ``tickers.*`` WebSocket message (a dict);
+    ``merge_data(data, kind)`` its ``data`` object and ``type``. Both return the complete
+    ticker data to store, or ``None`` for a delta that arrived before any snapshot of its
+    symbol (nothing correct can be stored from it; ByBit sends a snapshot first after each
+    subscribe). ``kind=None`` (unknown) merges into the last state, or starts one.
     """
 
     def __init__(self) -> None:
         self._last: dict[str, dict[str, Any]] = {}
 
     def merge(self, message: Mapping[str, Any]) -> dict[str, Any] | None:
-        topic = str(message.get("topic", ""))
         data = message.get("data")
         if not isinstance(data, Mapping):
             return None
-        if message.get("type") == "delta":
-            base = self._last.get(topic)
-            if base is None:
-                return None
-            base.update(data)
-            return dict(base)
-        self._last[topic] = dict(data)
-        return dict(data)
+        return self.merge_data(data, str(message.get("type", "snapshot")))
+
+    def merge_data(self, data: Mapping[str, Any], kind: str | None = None) -> dict[str, Any] | None:
+        symbol = str(data.get("symbol", ""))
+        base = self._last.get(symbol)
+        if kind == "snapshot" or (kind is None and base is None):
+            self._last[symbol] = dict(data)
+            return dict(data)
+        if base is None:
+            return None
+        base.update(data)
+        return dict(base)
 
     def reset(self) -> None:
+        """Forget every state (e.g. after a reconnect, before the new snapshots)."""
         self._last.clear()

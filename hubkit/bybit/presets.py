@@ -20,11 +20,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 from hubkit.bybit.entities import (
     PUBLIC_TRADE_KEY,
+    TICKER_KEY,
     WS_TRADE_WIRE,
     Instrument,
     Kline,
     PublicTrade,
     Ticker,
+    TickerMerger,
+    normalize_ticker,
 )
 from hubkit.connections.http import Route
 from hubkit.entity import EntitySpec, reflect
@@ -32,6 +35,7 @@ from hubkit.entity import EntitySpec, reflect
 if TYPE_CHECKING:
     from hubkit.bybit.rest import BybitRest
     from hubkit.connections.websocket import WebSocketConnection
+    from hubkit.connections.wsdecode import Extractor
     from hubkit.types import Connection, ErrorHandler
 
 __all__ = [
@@ -50,6 +54,8 @@ __all__ = [
     "kline_table",
     "rest_connection",
     "rest_url",
+    "ticker_extractor",
+    "tickers_ws_connection",
     "trade_table",
     "trades_ws_connection",
     "ws_trade_spec",
@@ -156,6 +162,44 @@ def trades_ws_connection(
         rest=rest,
         on_error=on_error,
         **options,
+    )
+
+
+def ticker_extractor(category: str) -> Extractor:
+    """An extractor for ``tickers.*`` frames of ``category``: each object is merged into the
+    last state of its symbol (linear/inverse deltas carry only changed fields), the option
+    key names are mapped to the REST ones and ``category`` is added. One per connection:
+    it keeps the last state of every symbol it saw."""
+    merger = TickerMerger()
+
+    def extract(data: Any) -> list[Mapping[str, Any]]:
+        items = [data] if isinstance(data, Mapping) else list(data)
+        out: list[Mapping[str, Any]] = []
+        for item in items:
+            merged = merger.merge_data(item)
+            if merged is not None:
+                out.append(normalize_ticker(merged, category))
+        return out
+
+    return extract
+
+
+def tickers_ws_connection(
+    category: str = "linear",
+    url: str | None = None,
+    *,
+    rest: Connection | None = None,
+    on_error: ErrorHandler | None = None,
+    **options: Any,
+) -> WebSocketConnection:
+    """A ``WebSocketConnection`` to ``ws_url(category, url)`` that decodes ``tickers.*`` frames
+    into complete ``Ticker`` rows (deltas merged, see ``ticker_extractor``)."""
+    from hubkit.connections.websocket import WebSocketConnection
+    from hubkit.connections.wsdecode import TopicDecoder
+
+    decoder = TopicDecoder(reflect(Ticker, TICKER_KEY), ticker_extractor(category))
+    return WebSocketConnection(
+        ws_url(category, url), {"tickers": decoder}, rest=rest, on_error=on_error, **options
     )
 
 

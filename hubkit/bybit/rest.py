@@ -343,11 +343,17 @@ class BybitRest:
             )
         raise SchemaError(f"BybitRest serves no {cls.__name__} rows", field=spec.table)
 
-    async def create(self, spec: EntitySpec, row: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    async def create(
+        self, spec: EntitySpec, row: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> Mapping[str, Any] | None:
         raise ProtocolError("ByBit public market data is read-only", temporary=False)
 
-    async def update(self, spec: EntitySpec, row: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    async def update(
+        self, spec: EntitySpec, row: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> Mapping[str, Any] | None:
         raise ProtocolError("ByBit public market data is read-only", temporary=False)
 
-    async def remove(self, spec: EntitySpec, key: Mapping[str, Any]) -> None:
+    async def remove(
+        self, spec: EntitySpec, key: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> None:
         raise ProtocolError("ByBit public market data is read-only", temporary=False)

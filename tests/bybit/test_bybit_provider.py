@@ -185,3 +185,29 @@ def test_open_trades_needs_symbols(tmp_path: Path) -> None:
         open_trades([], store=tmp_path / "t.db")
     with pytest.raises(ValueError, match="unknown ByBit category"):
         open_trades("BTCUSDT", "futures", store=tmp_path / "t.db")
+
+
+@pytest.mark.bybit_sim(symbols={"linear": ["BTCUSDT"]}, trades_per_second=50)
+def test_ticker_stream_rows_are_complete_after_deltas(bybit_sim: BybitSimulator) -> None:
+    from hubkit.bybit.presets import tickers_ws_connection
+    from hubkit.types import Message
+
+    async def main() -> list[Message]:
+        conn = tickers_ws_connection("linear", bybit_sim.ws_url)
+        got: list[Message] = []
+        async with conn:
+            await conn.subscribe(["tickers.BTCUSDT"])
+            async for event in conn.messages():
+                if isinstance(event, Message):
+                    got.append(event)
+                if sum(m.kind == "delta" for m in got) >= 3:
+                    return got
+        return got
+
+    messages = asyncio.run(asyncio.wait_for(main(), 30))
+    assert messages[0].kind == "snapshot"
+    frame = pl.concat([m.frame for m in messages])
+    assert frame["category"].unique().to_list() == ["linear"]
+    assert frame["symbol"].unique().to_list() == ["BTCUSDT"]
+    for column in ("last_price", "bid1_price", "ask1_price", "mark_price", "index_price"):
+        assert frame[column].null_count() == 0, column  # deltas merged into the snapshot

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from hubkit.bybit import entities as e
+from hubkit.bybit.presets import ticker_extractor, ws_trade_spec
 from hubkit.entity import EntitySpec, reflect
 
 Sample = Callable[[str], Any]
@@ -155,7 +156,7 @@ def test_rest_recent_trades(sample: Sample) -> None:
 @pytest.mark.parametrize("name", ["ws_publicTrade.json", "ws_publicTrade_linear_capture.json"])
 def test_ws_public_trades(sample: Sample, name: str) -> None:
     message = sample(name)
-    df = spec_of(e.PublicTrade).from_wire([e.ws_trade_to_rest(t) for t in message["data"]])
+    df = ws_trade_spec().from_wire(message["data"])
     assert df.height == len(message["data"])
     first = message["data"][0]
     row = df.row(0, named=True)
@@ -171,7 +172,7 @@ def test_ws_public_trades(sample: Sample, name: str) -> None:
 def test_rest_and_ws_trades_decode_to_one_schema(sample: Sample) -> None:
     spec = spec_of(e.PublicTrade)
     rest = spec.from_wire(sample("rest_recent_trade_spot.json")["result"]["list"])
-    ws = spec.from_wire([e.ws_trade_to_rest(t) for t in sample("ws_publicTrade.json")["data"]])
+    ws = ws_trade_spec(spec).from_wire(sample("ws_publicTrade.json")["data"])
     assert rest.schema == ws.schema == spec.schema
 
 
@@ -265,6 +266,20 @@ def test_ws_linear_ticker_delta_merges_into_snapshot(sample: Sample) -> None:
     assert row["ts"] == ms(delta["ts"])
     merger.reset()
     assert merger.merge(delta) is None
+
+
+def test_ticker_extractor_merges_per_symbol(sample: Sample) -> None:
+    extract = ticker_extractor("linear")
+    snapshot = sample("ws_tickers_linear_perpetual_snapshot.json")["data"]
+    delta = sample("ws_tickers_linear_delta_UNVERIFIED.json")["data"]
+    assert len(extract(snapshot)) == 1
+    (merged,) = extract(delta)
+    assert merged["category"] == "linear"
+    assert merged["lastPrice"] == snapshot["lastPrice"]
+    assert merged["bid1Price"] == delta["bid1Price"]
+    row = spec_of(e.Ticker).from_wire([merged]).row(0, named=True)
+    assert row["last_price"] == pytest.approx(66666.6)
+    assert row["bid1_price"] == pytest.approx(79114.5)
 
 
 # -- klines ---------------------------------------------------------------------------------
