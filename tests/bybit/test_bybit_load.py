@@ -12,6 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+import hubkit
 from hubkit.bybit.klines import to_ms
 from hubkit.catalog import default_catalog, load
 from hubkit.errors import OfflineError, StaleDataWarning
@@ -37,7 +38,7 @@ def dead_url() -> Iterator[str]:
 
 
 def test_instruments_of_every_category_in_one_frame(env: Path, bybit_sim: BybitSimulator) -> None:
-    df = load("instruments")
+    df = hubkit.load("instruments")
     assert isinstance(df, pl.DataFrame)
     assert sorted(df["category"].unique()) == ["inverse", "linear", "option", "spot"]
     served = bybit_sim.requests["/v5/market/instruments-info"]
@@ -50,13 +51,13 @@ def test_instruments_of_every_category_in_one_frame(env: Path, bybit_sim: BybitS
 def test_second_load_within_stale_after_makes_no_request(
     env: Path, bybit_sim: BybitSimulator
 ) -> None:
-    first = load("instruments")
+    first = hubkit.load("instruments")
     before = bybit_sim.request_count
-    second = load("instruments")
+    second = hubkit.load("instruments")
     assert bybit_sim.request_count == before
     assert second.equals(first)
     bybit_sim.stop()
-    third = load("instruments")  # the simulator is gone: fresh data needs no network
+    third = hubkit.load("instruments")  # the simulator is gone: fresh data needs no network
     assert third.equals(first)
 
 
