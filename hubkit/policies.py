@@ -93,6 +93,7 @@ from hubkit.types import (
     SyncContext,
     SyncStatus,
 )
+from hubkit.writes import idempotency_key, takes_idempotency_key
 
 if TYPE_CHECKING:
     from hubkit.entity import EntitySpec
@@ -355,18 +356,39 @@ class PeriodicSync:
 # -- PushAfterWrite --------------------------------------------------------------------------
 
 
-async def _push_entry(connection: Connection, spec: EntitySpec, entry: OutboxEntry) -> Row | None:
-    if entry.op == "remove":
-        key = dict(zip(spec.key, entry.key, strict=True))
-        await connection.remove(spec, key)
-        return None
-    if entry.payload is None:
-        raise SyncError(f"outbox entry {entry.id} ({entry.op}) has no payload")
-    if entry.op == "create":
-        return await connection.create(spec, entry.payload)
-    if entry.op == "update":
-        return await connection.update(spec, entry.payload)
-    raise SyncError(f"outbox entry {entry.id} has an unknown op {entry.op!r}")
+class _Pusher:
+    """Sends outbox entries through one connection, each with its idempotency key.
+
+    Whether each verb takes ``idempotency_key`` is read once per push round (a connection
+    written before the keyword existed is called without it)."""
+
+    def __init__(self, connection: Connection, spec: EntitySpec, sink: str) -> None:
+        self.connection = connection
+        self.spec = spec
+        self.sink = sink
+        self.keyed = {
+            verb: takes_idempotency_key(getattr(connection, verb))
+            for verb in ("create", "update", "remove")
+        }
+
+    def _options(self, verb: str, entry: OutboxEntry) -> dict[str, Any]:
+        if not self.keyed[verb]:
+            return {}
+        return {"idempotency_key": idempotency_key(self.sink, entry)}
+
+    async def push(self, entry: OutboxEntry) -> Row | None:
+        connection, spec = self.connection, self.spec
+        if entry.op == "remove":
+            key = dict(zip(spec.key, entry.key, strict=True))
+            await connection.remove(spec, key, **self._options("remove", entry))
+            return None
+        if entry.payload is None:
+            raise SyncError(f"outbox entry {entry.id} ({entry.op}) has no payload")
+        if entry.op == "create":
+            return await connection.create(spec, entry.payload, **self._options("create", entry))
+        if entry.op == "update":
+            return await connection.update(spec, entry.payload, **self._options("update", entry))
+        raise SyncError(f"outbox entry {entry.id} has an unknown op {entry.op!r}")
 
 
 def _is_temporary(exc: BaseException) -> bool:
@@ -398,16 +420,23 @@ async def push_pending(ctx: SyncContext, *, max_attempts: int | None = None) -> 
     emits a REJECTED change; a temporary failure counts an attempt and stops the round so the
     order is kept (after ``max_attempts`` attempts the entry is rejected instead). Never
     raises for a push failure: the outcome says what happened.
+
+    Each entry goes out with ``idempotency_key=hubkit.writes.idempotency_key(sink name,
+    entry)`` when the connection's verb accepts that keyword (see ``PushAfterWrite``).
     """
     connection = await _ensure_connected(ctx)
     entries = await ctx.pending()
+    if not entries:
+        return PushOutcome()
+    sink = getattr(ctx, "name", None)
+    pusher = _Pusher(connection, ctx.spec, sink if isinstance(sink, str) else ctx.spec.table)
     pushed = rejected = 0
     refused_keys: set[tuple[Any, ...]] = set()
     for entry in entries:
         if entry.key in refused_keys:
             continue  # rejected together with an earlier write to the same key
         try:
-            response = await _push_entry(connection, ctx.spec, entry)
+            response = await pusher.push(entry)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -445,6 +474,17 @@ class PushAfterWrite:
     keeps failing temporarily into a rejection. ``sink.status().pending_pushes`` counts the
     entries waiting; each write's ``WriteResult`` resolves when it is pushed.
     Status: ``LOCAL_DATA_PUSHED`` when the outbox is empty, ``OUT_OF_SYNC`` while it is not.
+
+    Delivery: an entry leaves the outbox only once the remote answered its push, so a write
+    whose answer was lost (a timeout, a dropped connection, the process killed between
+    sending and recording) is pushed again, after a restart too. Every try carries the same
+    ``idempotency_key`` (``"<sink name>:<outbox id>:<created µs>"``, see
+    ``hubkit.writes.idempotency_key``; ``HttpConnection`` sends it as the ``Idempotency-Key``
+    header, ``JsonRpcConnection`` as the request ``id``). So each write is applied **exactly
+    once** provided the remote honours the key: it applies a key once and answers a repeat
+    with the first result without applying it again. A remote that ignores the key, or a
+    connection whose ``create``/``update``/``remove`` do not accept ``idempotency_key`` (it
+    is then not passed), gets every write **at least once**.
     """
 
     push_delay: timedelta | float = timedelta(0)

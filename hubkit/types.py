@@ -170,7 +170,19 @@ StreamEvent = Message | Reconnected
 
 @runtime_checkable
 class Connection(Protocol):
-    """How rows move between hubkit and a remote. Third-party errors leave as ``HubkitError``."""
+    """How rows move between hubkit and a remote. Third-party errors leave as ``HubkitError``.
+
+    Writes and exactly-once: a sink pushes each local write from its durable outbox and calls
+    ``create``/``update``/``remove`` with ``idempotency_key``, a text that is the same for
+    every try of that write, also after a crash and restart (``hubkit.writes.idempotency_key``).
+    A push whose answer was lost (a timeout, or the process died before recording it) is sent
+    again with the same key. A connection passes the key on (``HttpConnection``: the
+    ``Idempotency-Key`` header; ``JsonRpcConnection``: the request ``id`` and that header);
+    when the remote applies a key once and answers a repeat with the first result, each
+    write is applied exactly once. Otherwise, and for a connection whose verbs do not accept
+    the keyword (they are called without it, which keeps older connections working), a write
+    reaches the remote at least once.
+    """
 
     async def connect(self) -> None: ...
 
@@ -184,14 +196,16 @@ class Connection(Protocol):
     ) -> pl.DataFrame: ...
 
     async def create(
-        self, spec: EntitySpec, row: Mapping[str, Any]
+        self, spec: EntitySpec, row: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> Mapping[str, Any] | None: ...
 
     async def update(
-        self, spec: EntitySpec, row: Mapping[str, Any]
+        self, spec: EntitySpec, row: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> Mapping[str, Any] | None: ...
 
-    async def remove(self, spec: EntitySpec, key: Mapping[str, Any]) -> None: ...
+    async def remove(
+        self, spec: EntitySpec, key: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> None: ...
 
 
 @runtime_checkable

@@ -4,6 +4,10 @@ find their way back to it.
 A write that queues outbox entries gets a ``WriteResult`` that settles when every entry was
 pushed (or raises the refusal). The sink matches each settled entry to its write with a
 ``Tickets`` book kept per key (see its docstring for the rule that makes this exact).
+
+Each outbox entry is pushed with an idempotency key (``idempotency_key``) that stays the same
+for every try of that entry, in this process and after a restart, so a remote that remembers
+the keys it applied can apply each write exactly once.
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import inspect
 import json
 import threading
 from collections import deque
-from collections.abc import Generator, Sequence
-from datetime import date, datetime
+from collections.abc import Callable, Generator, Sequence
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -26,7 +31,16 @@ from hubkit.types import OutboxEntry
 if TYPE_CHECKING:
     from hubkit.bridge import Bridge
 
-__all__ = ["Forward", "Tickets", "WriteResult", "key_text"]
+__all__ = [
+    "Forward",
+    "Tickets",
+    "WriteResult",
+    "idempotency_key",
+    "key_text",
+    "takes_idempotency_key",
+]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def key_text(key: Sequence[Any]) -> str:
@@ -40,6 +54,38 @@ def key_text(key: Sequence[Any]) -> str:
         return str(value)
 
     return json.dumps([one(v) for v in key], default=str)
+
+
+def idempotency_key(sink: str, entry: OutboxEntry) -> str:
+    """The idempotency key of one outbox entry: ``"<sink>:<id>:<created µs>"``.
+
+    The same for every try of the entry, before and after a restart: the store never reuses an
+    outbox id (SQLite ``AUTOINCREMENT``, a sequence elsewhere), and the creation time (µs
+    since the epoch, as stored) keeps keys apart should a store be deleted and made anew, or
+    two stores push under one sink name. Different entries never share a key, even when they
+    carry the same row (two writes of equal values are two writes).
+    """
+    created = (entry.created_at - _EPOCH) // timedelta(microseconds=1)
+    return f"{sink}:{entry.id}:{created}"
+
+
+def takes_idempotency_key(verb: Callable[..., object]) -> bool:
+    """Whether a connection verb (``create``/``update``/``remove``) accepts the keyword
+    ``idempotency_key`` (by name, or through ``**kwargs``). Connections written before the
+    keyword existed still work: they are called without it (pushes are then at least once)."""
+    try:
+        parameters = inspect.signature(verb).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (some builtins, C extensions)
+        return False
+    for parameter in parameters:
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            return True
+        if parameter.name == "idempotency_key" and parameter.kind in (
+            inspect.Parameter.KEYWORD_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            return True
+    return False
 
 
 class WriteResult:

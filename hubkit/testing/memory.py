@@ -8,11 +8,16 @@ delivers stream messages that a test pushes::
     with hubkit.open_sink(Instrument, "symbol", store=path, connection=conn,
                           policy=hubkit.PushAfterWrite()) as sink:
         conn.fail_next(2)                       # the next two calls fail with TransportError
+        conn.fail_next(1, applied=True)         # the next call takes effect, its answer is lost
         conn.reject_key("ETHUSDT", "closed")    # writes to this key fail with Rejected
         conn.push_stream("trades", rows)        # delivered to a subscribed messages() reader
         conn.push_stream("trades", rows, deliver=False)   # stored remotely, lost in transit
         conn.drop()                             # undelivered messages are lost; the stream's
                                                 # next event is Reconnected(down_since=...)
+
+Writes given an ``idempotency_key`` (a sink always gives one) are applied once per key: a
+repeated key is answered with the first answer and changes nothing (counted in ``replays``),
+as a remote that honours idempotency keys does.
 
 Rows are plain dicts keyed by column name. ``fetch(spec, params)`` filters with ``params``:
 ``{"col": v}`` equality, ``{"col>=": v}`` (also ``>``, ``<=``, ``<``) comparisons (a number
@@ -61,7 +66,8 @@ class InMemoryConnection:
     ``create``/``update`` return the stored row, as many REST APIs do.
 
     Inspect: ``rows`` (key -> row dict), ``frame()``, ``calls`` (``(op, key)`` in order),
-    ``count(op)``, ``pushes(key)``, ``subscriptions``, ``connects``, ``disconnects``.
+    ``count(op)``, ``pushes(key)``, ``replays``, ``subscriptions``, ``connects``,
+    ``disconnects``.
     """
 
     def __init__(
@@ -78,7 +84,9 @@ class InMemoryConnection:
         self._unkeyed: list[dict[str, Any]] = []
         self._calls: list[tuple[str, tuple[Any, ...] | None]] = []
         self._counts: Counter[str] = Counter()
-        self._failures: deque[tuple[frozenset[str], ErrorFactory]] = deque()
+        self._failures: deque[tuple[frozenset[str], ErrorFactory, bool]] = deque()
+        self._answers: dict[str, dict[str, Any] | None] = {}  # idempotency key -> first answer
+        self._replays = 0
         self._connect_failures = 0
         self._rejected: dict[tuple[Any, ...], str] = {}
         self._topics: set[str] = set()
@@ -121,10 +129,17 @@ class InMemoryConnection:
             return self._counts[op]
 
     def pushes(self, key: Any) -> int:
-        """How many create/update/remove calls for ``key`` succeeded."""
+        """How many create/update/remove calls for ``key`` took effect (a repeated
+        idempotency key does not count again)."""
         wanted = _as_key(key)
         with self._lock:
             return sum(1 for op, k in self._calls if op in _PUSH_OPS and k == wanted)
+
+    @property
+    def replays(self) -> int:
+        """Writes that repeated an idempotency key already applied (answered, not applied)."""
+        with self._lock:
+            return self._replays
 
     @property
     def subscriptions(self) -> frozenset[str]:
@@ -156,16 +171,18 @@ class InMemoryConnection:
         *,
         ops: Sequence[str] = _OPS,
         error: ErrorFactory | None = None,
+        applied: bool = False,
     ) -> None:
         """Make the next ``times`` calls of ``ops`` raise ``error()`` (default: a temporary
-        ``TransportError``)."""
+        ``TransportError``). ``applied=True``: a write takes effect first and only its answer
+        is lost (the caller cannot tell whether it was applied)."""
         factory: ErrorFactory = error or (lambda: TransportError("injected transport failure"))
         unknown = set(ops) - set(_OPS)
         if unknown:
             raise ValueError(f"unknown ops {sorted(unknown)}; choose from {_OPS}")
         with self._lock:
             for _ in range(times):
-                self._failures.append((frozenset(ops), factory))
+                self._failures.append((frozenset(ops), factory, applied))
 
     def fail_connect(self, times: int = 1) -> None:
         """Make the next ``times`` ``connect()`` calls raise ``TransportError``."""
@@ -230,18 +247,20 @@ class InMemoryConnection:
             items = items[-limit:] if limit else []
         return spec.to_frame(items)
 
-    async def create(self, spec: EntitySpec, row: Mapping[str, Any]) -> Mapping[str, Any] | None:
-        return self._write("create", spec, row)
+    async def create(
+        self, spec: EntitySpec, row: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> Mapping[str, Any] | None:
+        return self._write("create", spec, row, idempotency_key)
 
-    async def update(self, spec: EntitySpec, row: Mapping[str, Any]) -> Mapping[str, Any] | None:
-        return self._write("update", spec, row)
+    async def update(
+        self, spec: EntitySpec, row: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> Mapping[str, Any] | None:
+        return self._write("update", spec, row, idempotency_key)
 
-    async def remove(self, spec: EntitySpec, key: Mapping[str, Any]) -> None:
-        k = tuple(key[c] for c in spec.key)
-        self._begin("remove", k, spec)
-        with self._lock:
-            self._rows.pop(k, None)
-            self._calls.append(("remove", k))
+    async def remove(
+        self, spec: EntitySpec, key: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> None:
+        self._write("remove", spec, key, idempotency_key)
 
     # -- StreamingConnection -------------------------------------------------------------------
 
@@ -328,28 +347,50 @@ class InMemoryConnection:
         if pending:
             self.put(pending)
 
-    def _begin(self, op: str, key: tuple[Any, ...] | None, spec: EntitySpec | None) -> None:
+    def _begin(
+        self, op: str, key: tuple[Any, ...] | None, spec: EntitySpec | None
+    ) -> ErrorFactory | None:
+        """Count the call and apply the faults; returns the error to raise after applying a
+        write (``fail_next(applied=True)``), if any."""
         self._learn_key(spec)
         with self._lock:
             self._counts[op] += 1
             if not self._connected:
                 raise TransportError(f"{op}: not connected")
-            for index, (ops, factory) in enumerate(self._failures):
+            for index, (ops, factory, applied) in enumerate(self._failures):
                 if op in ops:
                     del self._failures[index]
+                    if applied and op in _PUSH_OPS:
+                        return factory
                     raise factory()
             if key is not None and key in self._rejected:
                 raise Rejected(f"{op} {key!r}: {self._rejected[key]}", status=400)
+        return None
 
-    def _write(self, op: str, spec: EntitySpec, row: Mapping[str, Any]) -> dict[str, Any] | None:
+    def _write(
+        self, op: str, spec: EntitySpec, row: Mapping[str, Any], idempotency_key: str | None
+    ) -> dict[str, Any] | None:
         k = tuple(row[c] for c in spec.key)
-        self._begin(op, k, spec)
-        stored = dict(row)
+        lost_answer = self._begin(op, k, spec)
         with self._lock:
-            self._rows.pop(k, None)
-            self._rows[k] = stored
-            self._calls.append((op, k))
-        return dict(stored) if self.echo else None
+            if idempotency_key is not None and idempotency_key in self._answers:
+                self._replays += 1
+                answer = self._answers[idempotency_key]
+            else:
+                if op == "remove":
+                    self._rows.pop(k, None)
+                    answer = None
+                else:
+                    stored = dict(row)
+                    self._rows.pop(k, None)
+                    self._rows[k] = stored
+                    answer = dict(stored) if self.echo else None
+                self._calls.append((op, k))
+                if idempotency_key is not None:
+                    self._answers[idempotency_key] = answer
+        if lost_answer is not None:
+            raise lost_answer()
+        return None if answer is None else dict(answer)
 
 
 def _opt_tuple(key: Sequence[str] | None) -> tuple[str, ...] | None:
