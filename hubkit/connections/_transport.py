@@ -168,11 +168,14 @@ class HttpClient:
         path: str,
         params: Mapping[str, str] | None,
         content: bytes | None,
+        extra: Mapping[str, str] | None = None,
     ) -> httpx.Request:
         headers = {
             name: value.reveal() if isinstance(value, Secret) else value
             for name, value in self._headers.items()
         }
+        if extra:
+            headers.update(extra)
         if content is not None:
             headers.setdefault("Content-Type", "application/json")
         # Parameters go out sorted by key: ByBit signs the query string as sent, and sorted
@@ -206,10 +209,12 @@ class HttpClient:
         params: Mapping[str, str] | None = None,
         content: bytes | None = None,
         idempotent: bool,
+        headers: Mapping[str, str] | None = None,
     ) -> T:
         """Send one request, retrying per the module rules; ``handle`` turns a response into T.
 
-        ``handle`` raises ``HubkitError`` for error answers (see ``status_error``).
+        ``handle`` raises ``HubkitError`` for error answers (see ``status_error``). ``headers``
+        are added to this request only (every try carries them, e.g. ``Idempotency-Key``).
         """
         if self._client is None or self._client.is_closed:
             await self.open()
@@ -226,7 +231,7 @@ class HttpClient:
         gate = True
         while True:
             await self._before_request(gate)
-            request = self._build(client, method, path, params, content)
+            request = self._build(client, method, path, params, content, headers)
             cause: BaseException | None = None
             error: HubkitError
             try:

@@ -24,6 +24,8 @@ Errors (all ``hubkit.HubkitError``; httpx errors never leave this module):
 Retries (see ``hubkit.connections.retry``): exponential backoff with full jitter on connect
 errors, timeouts and 5xx; waits as ``Retry-After`` / ``X-Bapi-Limit-Reset-Timestamp`` say for
 rate limits. Non-idempotent writes are only retried when the server surely did not act on them.
+Writes pushed by a sink carry an ``Idempotency-Key`` header, the same on every try of one
+write (also after a restart), so a server that honours it applies each write once.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BYBIT_AUTH_CODES",
     "BYBIT_TEMPORARY_CODES",
+    "IDEMPOTENCY_HEADER",
     "Cursor",
     "Envelope",
     "HttpConnection",
@@ -113,6 +116,10 @@ RowMapper = Callable[[Any], Mapping[str, Any]]
 
 BYBIT_TEMPORARY_CODES = frozenset({10000, 10002, 10016})
 """ByBit retCodes worth retrying: server timeout, time window (re-signed on retry), server error."""
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+"""The header that carries a write's idempotency key (IETF draft "The Idempotency-Key HTTP
+Header Field"); the same on every try of one outbox entry."""
 
 BYBIT_AUTH_CODES = frozenset({10003, 10004, 10005})
 """ByBit retCodes about credentials (key, signature, permission): a write refused for these is
@@ -512,20 +519,34 @@ class HttpConnection:
 
     # -- writing --------------------------------------------------------------------------
 
-    async def create(self, spec: EntitySpec, row: Mapping[str, Any]) -> Mapping[str, Any] | None:
-        """Push a new row (column-keyed); returns the remote's echo (column-keyed), if any."""
-        route = self.route_for(spec)
-        return await self._write(spec, route, route.create, "create", row, spec.to_wire(row))
+    async def create(
+        self, spec: EntitySpec, row: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> Mapping[str, Any] | None:
+        """Push a new row (column-keyed); returns the remote's echo (column-keyed), if any.
 
-    async def update(self, spec: EntitySpec, row: Mapping[str, Any]) -> Mapping[str, Any] | None:
-        """Push a changed row (column-keyed); returns the remote's echo, if any."""
+        ``idempotency_key`` goes out as the ``Idempotency-Key`` header of every try (see
+        ``hubkit.Connection``); a remote that honours it applies the write once."""
         route = self.route_for(spec)
-        return await self._write(spec, route, route.update, "update", row, spec.to_wire(row))
+        wire = spec.to_wire(row)
+        return await self._write(spec, route, route.create, "create", row, wire, idempotency_key)
 
-    async def remove(self, spec: EntitySpec, key: Mapping[str, Any]) -> None:
-        """Delete the row with ``key`` (column-keyed) on the remote."""
+    async def update(
+        self, spec: EntitySpec, row: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> Mapping[str, Any] | None:
+        """Push a changed row (column-keyed); returns the remote's echo, if any.
+        ``idempotency_key``: as for ``create``."""
         route = self.route_for(spec)
-        await self._write(spec, route, route.remove, "remove", key, key_to_wire(spec, key))
+        wire = spec.to_wire(row)
+        return await self._write(spec, route, route.update, "update", row, wire, idempotency_key)
+
+    async def remove(
+        self, spec: EntitySpec, key: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> None:
+        """Delete the row with ``key`` (column-keyed) on the remote.
+        ``idempotency_key``: as for ``create``."""
+        route = self.route_for(spec)
+        wire = key_to_wire(spec, key)
+        await self._write(spec, route, route.remove, "remove", key, wire, idempotency_key)
 
     async def _write(
         self,
@@ -535,6 +556,7 @@ class HttpConnection:
         name: str,
         row: Mapping[str, Any],
         wire: Mapping[str, Any],
+        idempotency_key: str | None,
     ) -> Mapping[str, Any] | None:
         if verb is None:
             raise SchemaError(f"the route of {spec.table!r} has no {name} verb", field=spec.table)
@@ -554,6 +576,7 @@ class HttpConnection:
                 params=params,
                 content=content,
                 idempotent=verb.is_idempotent,
+                headers=None if idempotency_key is None else {IDEMPOTENCY_HEADER: idempotency_key},
             )
         except ProtocolError as exc:
             rejection = _as_rejection(exc)

@@ -11,7 +11,16 @@
     frame = await conn.fetch(spec, {"category": "linear"})   # params go as a JSON object
 
 Each call is ``{"jsonrpc": "2.0", "method": ..., "params": {...}, "id": n}`` with a fresh id;
-the answer must carry the same id. Errors:
+the answer must carry the same id.
+
+Idempotency: a write given ``idempotency_key`` (a sink always gives one, the same on every try
+of that write, also after a restart) sends that key as the request ``id`` (a string, which
+JSON-RPC 2.0 allows) instead of a fresh number, and as an ``Idempotency-Key`` HTTP header; the
+``params`` stay the row, unless ``JsonRpcMethods.idempotency_param`` names a parameter to carry
+the key too. A server that remembers the ids of the writes it applied and answers a repeated
+id with the first result, without applying it again, gets each write exactly once.
+
+Errors:
 
 - an error object -> ``ProtocolError(code=...)``; codes -32000..-32099 (implementation-defined
   server errors) are temporary and retried like 5xx; any other code is permanent, and for a
@@ -43,7 +52,7 @@ from hubkit.connections._transport import (
 )
 from hubkit.connections._wire import decode_items, dig, echo_to_row, key_to_wire, split_path
 from hubkit.connections.auth import Secret, Signer
-from hubkit.connections.http import Cursor
+from hubkit.connections.http import IDEMPOTENCY_HEADER, Cursor
 from hubkit.connections.retry import RateLimitInfo, RetryPolicy, TokenBucket
 from hubkit.errors import DecodeError, ProtocolError, Rejected, SchemaError
 
@@ -67,6 +76,8 @@ class JsonRpcMethods:
     ``cursor``: pagination inside ``result`` (``Cursor("next", "cursor")``), or None.
     ``echo``: create/update answer with the written row (decoded and returned). ``idempotent``:
     writes may be repeated blindly after an unclear failure (default False).
+    ``idempotency_param``: also pass a write's idempotency key in ``params`` under this name
+    (for servers that read it there); None (default): only the request id and the header.
     """
 
     fetch: str | None = None
@@ -79,6 +90,7 @@ class JsonRpcMethods:
     echo: bool = True
     idempotent: bool = False
     max_pages: int = 10_000
+    idempotency_param: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
@@ -165,13 +177,22 @@ class JsonRpcConnection:
 
     # -- calls ----------------------------------------------------------------------------
 
-    async def call(self, method: str, params: Any = None, *, idempotent: bool = True) -> Any:
+    async def call(
+        self,
+        method: str,
+        params: Any = None,
+        *,
+        idempotent: bool = True,
+        request_id: str | None = None,
+    ) -> Any:
         """Call ``method`` with ``params`` (an object, a list or None); returns ``result``.
 
+        ``request_id``: the JSON-RPC id to send (every try of this call sends it, and it also
+        goes out as the ``Idempotency-Key`` header); default a fresh number per call.
         Raises ``ProtocolError(code=...)`` for an error object (see the module docstring).
         """
-        request_id = next(self._ids)
-        document: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": request_id}
+        rid: str | int = next(self._ids) if request_id is None else request_id
+        document: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": rid}
         if params is not None:
             document["params"] = params
         content = encode_json(document)
@@ -179,12 +200,13 @@ class JsonRpcConnection:
         return await self._http.send(
             "POST",
             self.url,
-            lambda response: self._answer(response, what, request_id),
+            lambda response: self._answer(response, what, rid),
             content=content,
             idempotent=idempotent,
+            headers=None if request_id is None else {IDEMPOTENCY_HEADER: request_id},
         )
 
-    def _answer(self, response: httpx.Response, what: str, request_id: int) -> Any:
+    def _answer(self, response: httpx.Response, what: str, request_id: str | int) -> Any:
         body: Any = None
         if response.content.strip():
             try:
@@ -243,23 +265,33 @@ class JsonRpcConnection:
             f"JSON-RPC {name}: more than {methods.max_pages} pages", temporary=False
         )
 
-    async def create(self, spec: EntitySpec, row: Mapping[str, Any]) -> Mapping[str, Any] | None:
-        """Call the ``create`` method with the row's wire form; returns the echoed row, if any."""
+    async def create(
+        self, spec: EntitySpec, row: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> Mapping[str, Any] | None:
+        """Call the ``create`` method with the row's wire form; returns the echoed row, if any.
+        ``idempotency_key`` becomes the request id (see the module docstring)."""
         methods = self.methods_for(spec)
         name = _need(methods.create, spec, "create")
-        return await self._write(spec, methods, name, spec.to_wire(row))
+        return await self._write(spec, methods, name, spec.to_wire(row), key=idempotency_key)
 
-    async def update(self, spec: EntitySpec, row: Mapping[str, Any]) -> Mapping[str, Any] | None:
-        """Call the ``update`` method with the row's wire form; returns the echoed row, if any."""
+    async def update(
+        self, spec: EntitySpec, row: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> Mapping[str, Any] | None:
+        """Call the ``update`` method with the row's wire form; returns the echoed row, if any.
+        ``idempotency_key``: as for ``create``."""
         methods = self.methods_for(spec)
         name = _need(methods.update, spec, "update")
-        return await self._write(spec, methods, name, spec.to_wire(row))
+        return await self._write(spec, methods, name, spec.to_wire(row), key=idempotency_key)
 
-    async def remove(self, spec: EntitySpec, key: Mapping[str, Any]) -> None:
-        """Call the ``remove`` method with the key (wire names)."""
+    async def remove(
+        self, spec: EntitySpec, key: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> None:
+        """Call the ``remove`` method with the key (wire names).
+        ``idempotency_key``: as for ``create``."""
         methods = self.methods_for(spec)
         name = _need(methods.remove, spec, "remove")
-        await self._write(spec, methods, name, key_to_wire(spec, key), echo=False)
+        wire = key_to_wire(spec, key)
+        await self._write(spec, methods, name, wire, echo=False, key=idempotency_key)
 
     async def _write(
         self,
@@ -269,9 +301,13 @@ class JsonRpcConnection:
         params: Mapping[str, Any],
         *,
         echo: bool = True,
+        key: str | None = None,
     ) -> Mapping[str, Any] | None:
+        sent = dict(params)
+        if key is not None and methods.idempotency_param is not None:
+            sent[methods.idempotency_param] = key
         try:
-            result = await self.call(name, dict(params), idempotent=methods.idempotent)
+            result = await self.call(name, sent, idempotent=methods.idempotent, request_id=key)
         except ProtocolError as exc:
             if exc.temporary or isinstance(exc, Rejected) or exc.status in (401, 403, 407):
                 raise

@@ -91,6 +91,7 @@ from hubkit.errors import (
     TransportError,
 )
 from hubkit.types import Connection, ErrorHandler, Reconnected, StreamEvent
+from hubkit.writes import takes_idempotency_key
 
 if TYPE_CHECKING:
     from hubkit.entity import EntitySpec
@@ -721,14 +722,32 @@ class WebSocketConnection:
         """``rest.fetch`` (e.g. to backfill a gap after ``Reconnected``)."""
         return await self._rest("fetch").fetch(spec, params)
 
-    async def create(self, spec: EntitySpec, row: Mapping[str, Any]) -> Mapping[str, Any] | None:
-        return await self._rest("create").create(spec, row)
+    async def create(
+        self, spec: EntitySpec, row: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> Mapping[str, Any] | None:
+        """``rest.create``; ``idempotency_key`` is passed on when ``rest`` takes it."""
+        rest = self._rest("create")
+        return await rest.create(spec, row, **_keyed(rest.create, idempotency_key))
 
-    async def update(self, spec: EntitySpec, row: Mapping[str, Any]) -> Mapping[str, Any] | None:
-        return await self._rest("update").update(spec, row)
+    async def update(
+        self, spec: EntitySpec, row: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> Mapping[str, Any] | None:
+        """``rest.update``; ``idempotency_key`` is passed on when ``rest`` takes it."""
+        rest = self._rest("update")
+        return await rest.update(spec, row, **_keyed(rest.update, idempotency_key))
 
-    async def remove(self, spec: EntitySpec, key: Mapping[str, Any]) -> None:
-        await self._rest("remove").remove(spec, key)
+    async def remove(
+        self, spec: EntitySpec, key: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> None:
+        """``rest.remove``; ``idempotency_key`` is passed on when ``rest`` takes it."""
+        rest = self._rest("remove")
+        await rest.remove(spec, key, **_keyed(rest.remove, idempotency_key))
+
+
+def _keyed(verb: Callable[..., object], key: str | None) -> dict[str, Any]:
+    if key is None or not takes_idempotency_key(verb):
+        return {}
+    return {"idempotency_key": key}
 
 
 def _check_topics(topics: Sequence[str]) -> list[str]:
