@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import polars as pl
 
@@ -32,7 +32,10 @@ from hubkit.entity import EntitySpec, reflect
 if TYPE_CHECKING:
     from hubkit.store import Store, TableStore
 
-__all__ = ["BackfillResult", "ProgressFn", "abackfill_klines", "backfill_klines"]
+__all__ = ["CLOSE_GUARD_MS", "BackfillResult", "ProgressFn", "abackfill_klines", "backfill_klines"]
+
+CLOSE_GUARD_MS: Final = 2_000
+"""A candle counts as closed only this long (server clock) after its end."""
 
 ProgressFn = Callable[[int, int | None], object]
 """``progress(done, total)``: candles covered so far and the candles the range holds
@@ -111,7 +114,11 @@ async def _backfill(
             symbol, interval, start=pos, end=window_end, category=category, limit=limit, spec=spec
         )
         now = server_ms if server_ms is not None else int(datetime.now(UTC).timestamp() * 1000)
-        current = align_down(now, interval)  # the open candle: never counted as stored
+        # The candle open at the answer is never counted as stored. A server may compute the
+        # rows a moment before it stamps the answer, so a candle that closed in that moment
+        # could carry values from before its close: candles closing within CLOSE_GUARD_MS of
+        # the stamp count as open too, and are fetched again by the next run.
+        current = align_down(now - CLOSE_GUARD_MS, interval)
         closed = frame.get_column("start") < _utc_ms(current)
         frame = frame.with_columns(confirm=closed)
         nxt = min(window_end + 1, current)
