@@ -29,8 +29,9 @@ Rules (a backfill *proves continuity* when it reaches back to where the stream s
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -97,8 +98,16 @@ class RecentRows:
         # a fixed cost, and than building Python row tuples (datetimes are costly to box).
         digests = frame.hash_rows().to_list()
         keys = _key_tuples(frame, self.key)
-        last = {k: i for i, k in enumerate(keys)}  # within one frame the last row wins
         seen = self._seen
+        if len(set(keys)) == len(keys) and seen.keys().isdisjoint(keys):
+            # The common case of a trade stream, checked in C: every row is new.
+            fresh = list(zip(keys, digests, strict=True))
+            if remember:
+                self._record(fresh, new=True)
+            else:
+                self._proposal = (frame, fresh)
+            return frame
+        last = {k: i for i, k in enumerate(keys)}  # within one frame the last row wins
         keep: list[bool] = []
         proposal: list[tuple[tuple[Any, ...], int]] = []
         for index, (digest, key) in enumerate(zip(digests, keys, strict=True)):
@@ -130,17 +139,22 @@ class RecentRows:
         digests = frame.hash_rows().to_list()
         self._record(list(zip(_key_tuples(frame, self.key), digests, strict=True)))
 
-    def _record(self, items: Sequence[tuple[tuple[Any, ...], int]]) -> None:
+    def _record(self, items: Sequence[tuple[tuple[Any, ...], int]], *, new: bool = False) -> None:
         seen = self._seen
-        for key, digest in items:
-            seen[key] = digest
-            seen.move_to_end(key)
+        if new:  # keys not in ``seen``: they go to the end, the most recent place, as they are
+            seen.update(items)
+        else:
+            for key, digest in items:
+                seen[key] = digest
+                seen.move_to_end(key)
         self._trim()
 
     def _trim(self) -> None:
         seen = self._seen
-        while len(seen) > self.maxlen:
-            seen.popitem(last=False)
+        excess = len(seen) - self.maxlen
+        if excess > 0:
+            # forget the least recently seen keys (a C-level loop over popitem)
+            deque(map(seen.popitem, itertools.repeat(False, excess)), maxlen=0)
 
 
 @dataclass(frozen=True)
