@@ -92,10 +92,15 @@ async def serve_replay(path: Path, pace: float | None) -> None:
     with each trade's ``T`` (and the frame's ``ts``) set to the moment it is sent. Prints
     its port; serves until its standard input closes."""
     from websockets.asyncio.server import ServerConnection, serve
+    from websockets.exceptions import ConnectionClosed
 
     frames = [(line.split('"', 4)[3], line.rstrip("\n")) for line in path.open()]
 
     async def stream(ws: ServerConnection, topics: set[str]) -> None:
+        with contextlib.suppress(ConnectionClosed):  # the reader may leave before the end
+            await send_frames(ws, topics)
+
+    async def send_frames(ws: ServerConnection, topics: set[str]) -> None:
         if pace is None:
             for topic, text in frames:
                 if topic in topics:
