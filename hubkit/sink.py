@@ -567,6 +567,15 @@ class Sink:
         self._call_soon(self._call_error_handler, error)
 
     def set_status(self, status: SyncStatus) -> None:
+        """Set ``sync_status``. A push round that found the outbox empty may end after a new
+        local write was queued; while writes wait to be pushed, "pushed" is not true, so
+        ``LOCAL_DATA_PUSHED`` stays ``OUT_OF_SYNC`` and ``FULL_SYNC`` becomes
+        ``REMOTE_DATA_RECEIVED``."""
+        if self._pushes and self._pending:
+            if status is SyncStatus.LOCAL_DATA_PUSHED:
+                status = SyncStatus.OUT_OF_SYNC
+            elif status is SyncStatus.FULL_SYNC:
+                status = SyncStatus.REMOTE_DATA_RECEIVED
         self._sync_status = status
         if status is not SyncStatus.OUT_OF_SYNC:
             self._last_sync = _utcnow()
