@@ -848,6 +848,10 @@ _TYPED: Final[Mapping[str, Any]] = {
 }
 
 
+# Below this many rows, epoch datetimes are scaled in Python (fewer Polars calls).
+_SMALL_EPOCHS: Final = 256
+
+
 class WireDecoder:
     """Decodes wire objects into typed rows with msgspec, then the rows into a frame.
 
@@ -878,8 +882,10 @@ class WireDecoder:
         for c in spec.columns:
             path = paths[c.name]
             get = operator.attrgetter(path[0]) if len(path) == 1 else _nested_getter(path)
-            plan.append((c, get, c.kind in _TYPED))
-        self._plan: tuple[tuple[Column, Callable[[Any], Any], bool], ...] = tuple(plan)
+            # Polars builds a Series faster from a dtype class than from an equal instance.
+            dtype = type(c.dtype) if c.kind in ("str", "int", "float", "bool") else c.dtype
+            plan.append((c, get, c.kind in _TYPED, dtype))
+        self._plan: tuple[tuple[Column, Callable[[Any], Any], bool, Any], ...] = tuple(plan)
 
     def decode(self, data: bytes | str) -> list[Any]:
         """JSON text of an array of wire objects, or of one object -> typed rows.
@@ -900,15 +906,22 @@ class WireDecoder:
         if not rows:
             return self.spec.empty()
         series = []
-        for column, get, typed in self._plan:
+        small = len(rows) <= _SMALL_EPOCHS
+        for column, get, typed, dtype in self._plan:
             values = list(map(get, rows))
             if typed:
-                kind = column.kind
-                if kind == "datetime":
+                if column.kind != "datetime":
+                    s = pl.Series(column.name, values, dtype=dtype, strict=True)
+                elif small:  # a few values: scale in Python, one Series call
+                    factor = _UNITS[column.wire_unit]
+                    if factor is None:
+                        micros = [None if v is None else v // 1000 for v in values]
+                    else:
+                        micros = [None if v is None else v * factor for v in values]
+                    s = pl.Series(column.name, micros, dtype=_UTC_US, strict=True)
+                else:
                     epochs = pl.Series(column.name, values, dtype=pl.Int64, strict=True)
                     s = _epoch_to_utc(epochs, column.wire_unit).rename(column.name)
-                else:
-                    s = pl.Series(column.name, values, dtype=column.dtype, strict=True)
             else:
                 s = _wire_series(column, values, ())
                 if not column.nullable and s.null_count():
@@ -1067,6 +1080,14 @@ class EntitySpec:
         getters = tuple(_getter(c, c.name in nested) for c in self.columns)
         object.__setattr__(self, "_getters", getters)
         object.__setattr__(self, "_by_name", {c.name: c for c in self.columns})
+        # A frame already in this schema needs only a null check when no column's values
+        # need checking beyond their dtype (decimal text, enum members and JSON text do).
+        plain = all(c.kind not in ("decimal", "enum", "json") for c in self.columns)
+        object.__setattr__(
+            self, "_plain_dtypes", [c.dtype for c in self.columns] if plain else None
+        )
+        required = tuple(i for i, c in enumerate(self.columns) if not c.nullable)
+        object.__setattr__(self, "_required", required)
 
     # -- shape --------------------------------------------------------------------------
 
@@ -1153,6 +1174,15 @@ class EntitySpec:
         return pl.DataFrame(series)
 
     def _frame_from_frame(self, df: pl.DataFrame) -> pl.DataFrame:
+        dtypes: list[pl.DataType] | None = self._plain_dtypes  # type: ignore[attr-defined]
+        if dtypes is not None and df.columns == list(self.names) and df.dtypes == dtypes:
+            # Already this schema (e.g. decoded by from_wire): only nulls can be wrong.
+            if df.height:
+                nulls = df.null_count().row(0)
+                for i in self._required:  # type: ignore[attr-defined]
+                    if nulls[i]:
+                        _check_nulls(self.columns[i], df.to_series(i))
+            return df.clone()
         unknown = [c for c in df.columns if c not in self._by_name]  # type: ignore[attr-defined]
         if unknown:
             raise ValidationError(
