@@ -66,6 +66,10 @@ Rules that hold everywhere:
 
 Conversions are column-wise: values are gathered into one Python list per column and
 Polars casts the whole column (``pl.Series(strings).cast(pl.Float64, strict=True)``).
+``from_wire`` first tries a typed path (``EntitySpec.wire_decoder()``): msgspec converts the
+wire objects into Structs shaped like the wire, typed from the columns, and the columns are
+built from those; anything that path does not accept goes through the general conversion,
+which gives the same frame or the same error.
 """
 
 from __future__ import annotations
@@ -1298,8 +1302,10 @@ class EntitySpec:
     def from_wire(self, items: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
         """Decode JSON objects (wire keys/paths) into a frame with exactly ``schema``.
 
-        Numeric strings (``"0.10"``) become int/float/decimal values; integer or numeric
-        string epochs (ms unless ``wire(unit=...)``) and ISO text become UTC datetimes;
+        Numeric strings (``"0.10"``) become int/float/decimal values (an int column takes
+        text spelling a whole number, ``"5"``, ``"5.0"``, ``"5e3"``, as it takes the JSON
+        number ``5.0``); integer or numeric string epochs (ms unless ``wire(unit=...)``) and
+        ISO text become UTC datetimes;
         ``""`` is a missing value for non-text columns. A missing or null value for a
         non-nullable column, or a value that does not convert, raises ``DecodeError`` whose
         ``field`` is the wire name and whose message shows the value.
