@@ -49,6 +49,9 @@ Promises:
   "database is locked" in the middle of a transaction.
 - **Threads.** A ``Store`` and its ``TableStore`` objects may be used from several
   threads; calls block and must not run on an event loop thread.
+- **Exit.** A store nobody closes closes its connections when it is collected or at
+  interpreter exit, quietly; a call made after that (work hubkit's loop finishes at exit)
+  opens a connection for itself and closes it.
 - **Errors.** Database failures leave as ``StoreError`` (``__cause__`` holds the original);
   using a closed store raises ``ClosedError``.
 
@@ -292,27 +295,79 @@ def _compile(stmt: Executable, dialect: Dialect) -> tuple[str, tuple[Any, ...]]:
 
 
 class _AdbcSession:
-    """One ADBC SQLite connection in autocommit mode (hubkit issues BEGIN/COMMIT itself)."""
+    """One ADBC SQLite connection in autocommit mode (hubkit issues BEGIN/COMMIT itself).
+
+    Its one cursor (statement) lives as long as the connection and is closed before it:
+    ADBC refuses to close a connection whose statements are open.
+    """
 
     def __init__(self, dbapi: ModuleType, path: str) -> None:
-        self.conn = dbapi.connect(path, autocommit=True)
+        conn = dbapi.connect(path, autocommit=True)
         try:
-            self.cur = self.conn.cursor()
-            self.cur.adbc_statement.set_options(
-                **{"adbc.sqlite.query.batch_rows": str(_ADBC_BATCH_ROWS)}
-            )
-            for pragma in _SQLITE_PRAGMAS:
-                self.cur.execute(pragma)
-                self.cur.fetchall()
+            cur = conn.cursor()
+            try:
+                cur.adbc_statement.set_options(
+                    **{"adbc.sqlite.query.batch_rows": str(_ADBC_BATCH_ROWS)}
+                )
+                for pragma in _SQLITE_PRAGMAS:
+                    cur.execute(pragma)
+                    cur.fetchall()
+            except BaseException:
+                cur.close()
+                raise
         except BaseException:
-            self.conn.close()
+            conn.close()
             raise
+        self.conn = conn
+        self.cur = cur
 
     def close(self) -> None:
         try:
             self.cur.close()
         finally:
             self.conn.close()
+
+
+class _Pool:
+    """The idle ADBC sessions of one store, shared with the store's finalizer.
+
+    The finalizer runs when the store is collected, or at interpreter exit for a store
+    nobody closed. At exit it may run before hubkit's loop closes, and work still running
+    on the loop's threads may use the store after it: so once closed, the pool keeps
+    nothing and every session returned to it is closed at once.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.idle: list[_AdbcSession] = []
+        self.closed = False
+
+    def take(self) -> _AdbcSession | None:
+        with self.lock:
+            return self.idle.pop() if self.idle else None
+
+    def give_back(self, session: _AdbcSession, *, reuse: bool) -> None:
+        with self.lock:
+            keep = reuse and not self.closed and len(self.idle) < _IDLE_CONNECTIONS
+            if keep:
+                self.idle.append(session)
+        if not keep:
+            with suppress(Exception):  # best effort: the session is being discarded
+                session.close()
+
+    def forget(self) -> list[_AdbcSession]:
+        """Hand over the idle sessions without closing them (they belong to another process)."""
+        with self.lock:
+            sessions, self.idle[:] = list(self.idle), []
+        return sessions
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            sessions, self.idle[:] = list(self.idle), []
+        for session in sessions:
+            with suppress(Exception):  # best effort: nothing is pending on an idle session
+                session.close()
 
 
 _SQLITE_PRAGMAS: Final = (
@@ -524,12 +579,12 @@ class Store:
         self._tables: dict[str, TableStore] = {}
         self._closed = False
         self._pid = os.getpid()
-        self._idle: list[_AdbcSession] = []
+        self._pool = _Pool()
         self._orphans: list[_AdbcSession] = []  # inherited over fork: never used nor closed
         self._adbc: tuple[ModuleType, ModuleType] | None = None
-        # Close idle connections when the store is closed, collected, or at exit (ADBC
-        # complains at exit about connections closed before their cursors).
-        self._finalizer = weakref.finalize(self, _close_sessions, self._idle, self._lock)
+        # Close idle connections when the store is collected, or at exit if nobody closed it
+        # (ADBC complains when a connection is left for the garbage collector at exit).
+        self._finalizer = weakref.finalize(self, self._pool.close)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("fast" if self._fast else "sqlalchemy")
@@ -543,7 +598,10 @@ class Store:
             if self._closed:
                 return
             self._closed = True
-        self._finalizer()
+        # Directly, not through the finalizer: after the finalizers ran at exit, calling one
+        # does nothing, and a store can still be used (and closed) after that.
+        self._finalizer.detach()
+        self._pool.close()
         self.engine.dispose()
 
     def __enter__(self) -> Store:
@@ -642,11 +700,10 @@ class Store:
         assert self._sqlite_path is not None
         with self._lock:
             if os.getpid() != self._pid:  # forked: the parent's connections are not ours
-                self._orphans += self._idle
-                self._idle.clear()
+                self._orphans += self._pool.forget()
                 self._pid = os.getpid()
                 self.engine.dispose(close=False)
-            session = self._idle.pop() if self._idle else None
+        session = self._pool.take()
         if session is None:
             session = _AdbcSession(dbapi, self._sqlite_path)
         healthy = False
@@ -654,13 +711,7 @@ class Store:
             yield session
             healthy = True
         finally:
-            with self._lock:
-                keep = healthy and not self._closed and len(self._idle) < _IDLE_CONNECTIONS
-                if keep:
-                    self._idle.append(session)
-            if not keep:
-                with suppress(Exception):  # best effort: the session is being discarded
-                    session.close()
+            self._pool.give_back(session, reuse=healthy)
 
     @contextmanager
     def _read(self) -> Iterator[_Tx]:
@@ -703,15 +754,6 @@ class Store:
                 raise
         with self.engine.connect() as conn:
             return _SaTx(conn).frame(stmt, schema)
-
-
-def _close_sessions(idle: list[_AdbcSession], lock: threading.Lock) -> None:
-    with lock:
-        sessions = list(idle)
-        idle.clear()
-    for session in sessions:
-        with suppress(Exception):  # best effort: nothing is pending on an idle session
-            session.close()
 
 
 def _configure_sqlite(engine: sa.Engine, *, wal: bool) -> None:
