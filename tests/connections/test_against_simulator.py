@@ -142,6 +142,9 @@ async def test_trades_stream_through_a_dropped_connection(bybit_sim: BybitSimula
     first, _ = await collect(events, 20)
     bybit_sim.disconnect_all()
     after, reconnected = await collect(events, 20, reconnects=1)
+    async with asyncio.timeout(10):  # pings go every 50 ms: wait for an answer, however fast
+        while conn.pongs == 0:  # noqa: ASYNC110 - the reader task counts pongs
+            await asyncio.sleep(0.01)
     await conn.disconnect()
     assert reconnected[0].attempt >= 1
     assert bybit_sim.ws_connections_total == 2
