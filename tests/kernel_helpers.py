@@ -84,7 +84,7 @@ class CellResult:
     displays: list[dict[str, Any]] = field(default_factory=list)  # display_data bundles
     error: dict[str, Any] | None = None  # ename, evalue, traceback
     iopub: list[dict[str, Any]] = field(default_factory=list)  # every IOPub message seen
-    elapsed: float = 0.0
+    elapsed: float = 0.0  # seconds from sending the request to the kernel going idle
 
     def count(self, msg_type: str) -> int:
         """How many IOPub messages of ``msg_type`` arrived while the cell ran."""
@@ -105,6 +105,7 @@ class RealKernel:
         self.km = KernelManager(kernel_name=python_kernel_name())
         self.km.start_kernel(env=kernel_env(env), cwd=str(cwd) if cwd is not None else None)
         self.kc: BlockingKernelClient = self.km.client()
+        self._sent_at: dict[str, float] = {}  # msg_id -> time.monotonic() before sending
         self.kc.start_channels()
         try:
             self.kc.wait_for_ready(timeout=60)
@@ -133,7 +134,9 @@ class RealKernel:
 
     def send(self, code: str) -> str:
         """Start executing ``code`` without waiting; returns the request's msg_id."""
+        sent_at = time.monotonic()  # before: the kernel may run the cell before execute returns
         msg_id: str = self.kc.execute(code, store_history=False, allow_stdin=False)
+        self._sent_at[msg_id] = sent_at
         return msg_id
 
     def collect(
@@ -150,8 +153,8 @@ class RealKernel:
         ``on_message`` sees each one as it arrives.
         """
         result = CellResult(msg_id=msg_id)
-        started = time.monotonic()
-        deadline = started + timeout
+        deadline = time.monotonic() + timeout
+        sent_at = self._sent_at.pop(msg_id, time.monotonic())
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -181,7 +184,7 @@ class RealKernel:
                 result.error = content
             elif kind == "status" and content["execution_state"] == "idle":
                 break
-        result.elapsed = time.monotonic() - started
+        result.elapsed = time.monotonic() - sent_at
         reply = self.kc.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
         while reply["parent_header"].get("msg_id") != msg_id:
             reply = self.kc.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
