@@ -119,7 +119,7 @@ def assert_clean_exit(done: subprocess.CompletedProcess[str], *expected: str) ->
     assert done.stderr == ""
     assert done.returncode == 0
     lines = done.stdout.splitlines()
-    assert lines[-1] == "open at exit: 0", done.stdout
+    assert lines and lines[-1] == "open at exit: 0", done.stdout
     for line in expected:
         assert line in lines, done.stdout
 
