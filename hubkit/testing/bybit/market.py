@@ -6,8 +6,10 @@ and asks it for REST results and WebSocket payloads.
 Activation rule: a symbol trades from the simulator's start when it is listed in ``symbols``;
 any other symbol starts trading the first time a client names it (a REST request with
 ``symbol=``, a WebSocket subscription). Either way its trade history begins
-``history_seconds`` before that moment (generated at once), and from then on trades are made on
-the simulator's clock whether or not anyone is subscribed. Option trades run per base coin.
+``history_seconds`` before that moment, and from then on trades are made on the simulator's
+clock whether or not anyone is subscribed. Option trades run per base coin. Trades are made
+when ``advance`` is called: in full for REST answers and snapshots, in bounded slices by the
+publishing loop (so a long back history is made without blocking the server).
 
 Klines: a candle is the aggregate of that symbol's trades (open = first trade, high/low,
 close = last trade, volume = sum of sizes; a candle without trades has open = high = low =
@@ -140,7 +142,7 @@ class Market:
             if stream is None:
                 stream = self._new_stream(category, base, self._option_members(base))
             if inst is not None and (category, inst.symbol) not in self.states:
-                stream.members.append(self._new_state(inst, self.clock.now_ms()))
+                stream.add_member(self._new_state(inst, self.clock.now_ms()))
             return stream
         if inst is None:
             return None
@@ -188,26 +190,48 @@ class Market:
             self.rate(category, key),
             self._live_start(now),
             self.index_path(base),
+            live_from=now,
         )
         self.streams[(category, key)] = stream
-        stream.advance(now)
-        stream.history_count = len(stream.trades)
         return stream
 
-    def advance(self, now: int) -> list[tuple[TradeStream, list[Trade]]]:
-        """Make every trade due up to ``now`` on every stream; returns the non-empty batches."""
-        out = []
-        for stream in list(self.streams.values()):
-            new = stream.advance(now)
-            if new:
-                out.append((stream, new))
-        return out
+    def advance(self, now: int, max_trades: int | None = None) -> bool:
+        """Make the trades due up to ``now`` on every stream; True when all are made.
+
+        With ``max_trades`` at most about that many are made in this call, shared fairly
+        between the streams that are behind (the publishing loop works in such slices, so a
+        long back history or a very high rate never blocks the event loop for long).
+        """
+        streams = list(self.streams.values())
+        if max_trades is None:
+            for stream in streams:
+                stream.advance(now)
+            return True
+        left = max_trades
+        behind = [s for s in streams if s.behind(now)]
+        while behind and left > 0:
+            share = max(64, left // len(behind))
+            for stream in behind:
+                left -= stream.advance(now, share)
+                if left <= 0:
+                    break
+            behind = [s for s in behind if s.behind(now)]
+        return not behind
+
+    def advance_symbol(self, inst: Instrument, now: int) -> None:
+        """Make every trade due up to ``now`` on the stream ``inst`` trades in, if it trades."""
+        stream = self.streams.get((inst.category, self.stream_key(inst)))
+        if stream is not None:
+            stream.advance(now)
 
     def all_trades(self) -> list[Trade]:
-        """Every trade made so far, stream by stream."""
+        """Every trade made so far, stream by stream, with its wire strings.
+
+        This builds one object per trade; ``GroundTruth`` reads the columns instead.
+        """
         out: list[Trade] = []
         for stream in list(self.streams.values()):
-            out.extend(list(stream.trades))
+            out.extend(stream.trades())
         return out
 
     def last_price(self, inst: Instrument, now: int) -> int:
@@ -235,9 +259,8 @@ class Market:
     def step_book(self, book: Book, now: int, mutations: int = 3) -> None:
         """Move a book to the symbol's last trade and change a few sizes."""
         st = self.state(book.inst.category, book.inst.symbol)
-        if st is not None and st.trades:
-            last = st.trades[-1]
-            book.step(last.price_units, last.side, now, mutations)
+        if st is not None and st.count:
+            book.step(st.price, st.last_side, now, mutations)
         else:
             book.step(self.last_price(book.inst, now), "Sell", now, mutations)
 
@@ -374,7 +397,7 @@ class Market:
             cached = (hour, max(hourly), min(hourly))
             self._day_range[(inst.category, inst.symbol)] = cached
         samples = [cached[1], cached[2]]
-        if st is not None and st.trades:
+        if st is not None and st.count:
             samples += [st.high, st.low]
         samples.append(last)
         h = key_hash(self.seed, "ticker", inst.category, inst.symbol)
@@ -393,7 +416,7 @@ class Market:
             (bid,), (ask,) = book.top(1)[0][:1], book.top(1)[1][:1]
         else:
             tick = inst.tick_units
-            side = st.trades[-1].side if st is not None and st.trades else "Sell"
+            side = st.last_side if st is not None and st.count else "Sell"
             bb = last - tick if side == "Buy" else last
             size = max(1, int(unit(mix64(h ^ now)) * 1000)) * inst.qty_units
             bid, ask = (bb, size), (bb + tick, size * 2 // 3 + inst.qty_units)
@@ -455,7 +478,7 @@ class Market:
             "vega": f"{underlying * 0.001 * (days_left**0.5):.8f}",
             "theta": f"{-underlying * 0.0005 / (days_left**0.5):.8f}",
             "change24h": f"{pcnt:.8f}",
-            "tickDirection": st.trades[-1].tick_direction if st is not None and st.trades else "",
+            "tickDirection": st.last_direction if st is not None else "",
         }
         if futures:
             values["deliveryTimeIso"] = datetime.fromtimestamp(

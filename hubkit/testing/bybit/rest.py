@@ -22,6 +22,7 @@ import msgspec
 from hubkit.testing.bybit.catalog import CATEGORIES, Catalog, Instrument
 from hubkit.testing.bybit.market import Candle, Market
 from hubkit.testing.bybit.pricing import INTERVALS, SimClock, candle_start, key_hash, mix64, unit
+from hubkit.testing.bybit.trades import Trade
 
 __all__ = ["TICKER_FIELDS", "RestApi", "RestResult", "envelope"]
 
@@ -234,16 +235,20 @@ class RestApi:
                 raise ParamError("params error: baseCoin invalid")
             self.market.advance(self.clock.now_ms())
             opt_type = params.get("optionType", "")
-            trades = stream.trades
-            picked = []
-            for t in reversed(trades):
-                if symbol and t.symbol != symbol:
-                    continue
-                if opt_type and t.symbol.split("-")[3] != opt_type[:1]:
-                    continue
-                picked.append(t)
-                if len(picked) >= limit:
-                    break
+            picked: list[Trade] = []
+            if symbol:  # the symbol's own trades, newest first
+                st = self.market.state(category, symbol)
+                picked = st.recent(limit) if st is not None else []
+                if opt_type and symbol.split("-")[3] != opt_type[:1]:
+                    picked = []
+            else:
+                for k in range(stream.count - 1, -1, -1):
+                    name = stream.member_of(k).inst.symbol
+                    if opt_type and name.split("-")[3] != opt_type[:1]:
+                        continue
+                    picked.append(stream.trade(k))
+                    if len(picked) >= limit:
+                        break
             return {"category": category, "list": [t.rest_item() for t in picked]}
         inst = self._symbol(category, params)
         limit = self._limit(params, high, default)

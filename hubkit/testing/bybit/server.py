@@ -8,7 +8,11 @@ bytes (server frames are unmasked), which is what lets one process feed hundreds
 
 ``Hub`` owns the subscriptions and the publishing loop: every ``tick`` seconds it advances the
 market to the simulator clock and pushes new trades, order-book deltas, ticker changes and
-klines to subscribers, applying the fault switches on the way.
+klines to subscribers, applying the fault switches on the way. A round makes at most
+``max_trades_per_round`` trades; when the market is still behind the clock (a long back history
+of a symbol started mid-run, or a rate beyond what one core can make) the next round follows
+as soon as the event loop has served pending I/O, so handshakes, pings and signals are answered
+within a round's time whatever the load.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import time
 import urllib.parse
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -37,7 +41,6 @@ from hubkit.testing.bybit.groundtruth import GroundTruth
 from hubkit.testing.bybit.market import Market
 from hubkit.testing.bybit.pricing import SimClock, candle_start, next_candle_start
 from hubkit.testing.bybit.rest import ENCODER, RestApi, RestResult, envelope
-from hubkit.testing.bybit.trades import Trade
 from hubkit.testing.bybit.ws import Topic, WsSession
 
 __all__ = ["Hub", "HubOptions", "SimServer", "ws_frame"]
@@ -90,6 +93,7 @@ TICKER_WS_OPTION = (
 )  # fmt: skip
 BOOK_INTERVAL_S = MappingProxyType({1: 0.01, 25: 0.02, 50: 0.02, 100: 0.1, 200: 0.1, 1000: 0.2})
 MAX_TRADES_PER_MESSAGE = 1024
+REQUEST_LOG_SIZE = 100_000  # requests remembered in ``request_log`` (the newest)
 
 
 def ws_frame(payload: bytes) -> bytes:
@@ -111,6 +115,7 @@ class HubOptions:
     ticker_interval: float = 0.1
     spot_ticker_interval: float = 0.05
     ws_max_buffer: int = 16 * 2**20
+    max_trades_per_round: int = 2048
     ip_limit: tuple[int, float, float] | None = (600, 5.0, 600.0)
     api_keys: Mapping[str, str] = field(default_factory=dict)
 
@@ -297,7 +302,7 @@ class Hub:
         self.ws_connections_total = 0
         self.tcp_connections_total = 0
         self.requests: dict[str, int] = {}
-        self.request_log: list[tuple[str, dict[str, str]]] = []
+        self.request_log: deque[tuple[str, dict[str, str]]] = deque(maxlen=REQUEST_LOG_SIZE)
         self.ip_hits: dict[str, deque[float]] = {}
         self.ip_banned_until: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
@@ -305,9 +310,14 @@ class Hub:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the publishing loop on the running event loop."""
-        for key, stream in self.market.streams.items():  # nobody could have received these
-            self.trade_cursor[key] = len(stream.trades)
+        """Start the publishing loop on the running event loop.
+
+        Every trade due before this moment is made now and counts as history: REST and the
+        ground truth have it, but it is not pushed (a subscriber gets trades from now on).
+        """
+        self.market.advance(self.clock.now_ms())
+        for key, stream in self.market.streams.items():
+            self.trade_cursor[key] = stream.count
         self._task = asyncio.get_running_loop().create_task(self._run(), name="bybit-sim-hub")
 
     async def stop(self) -> None:
@@ -321,18 +331,23 @@ class Hub:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
+        caught_up = True
         while True:
-            # a fixed cadence: the time a round takes does not stretch the period
-            next_at += self.options.tick
-            delay = next_at - loop.time()
-            if delay < 0:
+            if caught_up:
+                # a fixed cadence: the time a round takes does not stretch the period
+                next_at += self.options.tick
+                delay = next_at - loop.time()
+                if delay < 0:
+                    next_at, delay = loop.time(), 0.0
+            else:  # the market is behind the clock: another slice once pending I/O is served
                 next_at, delay = loop.time(), 0.0
             await asyncio.sleep(delay)
             try:
-                self.tick()
+                caught_up = self.tick()
             except Exception:  # keep publishing; a bug must not stop the simulator
                 log.exception("simulator tick failed")
                 self.counter.add("internal_error")
+                caught_up = True
 
     # -- subscriptions ------------------------------------------------------------------------
 
@@ -342,9 +357,14 @@ class Hub:
         self.market.activate(category, topic.symbol)
         now = self.clock.now_ms()
         if topic.kind == "publicTrade":
-            # a new subscriber gets trades made from now on: flush what is pending first
-            self.market.advance(now)
-            self._publish_trades(now)
+            # a new subscriber gets the trades made after it subscribed: what is made so far
+            # goes to the others first (the loop makes the rest, in slices)
+            with self.round():
+                self._publish_trades(now)
+        else:  # a snapshot shows the symbol as of now
+            inst = self.catalog.get(category, topic.symbol)
+            assert inst is not None
+            self.market.advance_symbol(inst, now)
         key = (category, topic.name)
         self.subs.setdefault(key, set()).add(conn)
         self.topics[key] = topic
@@ -374,7 +394,7 @@ class Hub:
                 del self.subs[key]
 
     def forget(self, conn: WsConn) -> None:
-        """Drop every subscription of a closed connection."""
+        """Drop every subscription of a closed connection (idempotent)."""
         self.conns.discard(conn)
         for name in list(conn.session.topics):
             self.unsubscribe(conn, name)
@@ -405,41 +425,56 @@ class Hub:
         for conn in list(subs):
             conn.deliver(frame, message)
 
-    def tick(self) -> None:
-        """One round of the publishing loop (also callable directly in tests)."""
-        now = self.clock.now_ms()
-        wall = time.monotonic()
-        self.market.advance(now)
+    @contextlib.contextmanager
+    def round(self) -> Iterator[None]:
+        """Gather the frames written inside into one write per connection (nestable)."""
+        if self.corked:
+            yield
+            return
         self.corked = True
         try:
-            self._publish_trades(now)
-            self._publish_books(now, wall)
-            self._publish_tickers(now, wall)
-            self._publish_klines(now, wall)
+            yield
         finally:
             self.corked = False
             dirty, self.dirty = self.dirty, []
             for conn in dirty:
                 conn.flush_pending()
+
+    def tick(self) -> bool:
+        """One round of the publishing loop (also callable directly in tests).
+
+        Returns False when the market is still behind the clock after this round's share of
+        trades (``max_trades_per_round``), so the loop runs another round at once.
+        """
+        now = self.clock.now_ms()
+        wall = time.monotonic()
+        caught_up = self.market.advance(now, self.options.max_trades_per_round)
+        with self.round():
+            self._publish_trades(now)
+            self._publish_books(now, wall)
+            self._publish_tickers(now, wall)
+            self._publish_klines(now, wall)
         self._sweep(wall)
+        return caught_up
 
     def _publish_trades(self, now: int) -> None:
         for key, stream in list(self.market.streams.items()):
             cursor = self.trade_cursor.get(key, stream.history_count)
-            if cursor >= len(stream.trades):
+            if cursor is None:  # still making the back history of a symbol started just now
                 continue
-            new = stream.trades[cursor:]
-            self.trade_cursor[key] = len(stream.trades)
+            end = stream.count
+            if cursor >= end:
+                continue
+            self.trade_cursor[key] = end
             topic = f"publicTrade.{stream.key}"
             if not self.subs.get((stream.category, topic)):
-                continue
-            for i in range(0, len(new), MAX_TRADES_PER_MESSAGE):
-                chunk: list[Trade] = new[i : i + MAX_TRADES_PER_MESSAGE]
+                continue  # nobody listens: the wire strings are never made
+            for i in range(cursor, end, MAX_TRADES_PER_MESSAGE):
                 message = {
                     "topic": topic,
                     "type": "snapshot",
                     "ts": now,
-                    "data": [t.ws_item() for t in chunk],
+                    "data": stream.ws_items(i, min(i + MAX_TRADES_PER_MESSAGE, end)),
                 }
                 self.publish(stream.category, topic, message)
 
@@ -520,6 +555,8 @@ class Hub:
             for (cat, symbol), st in list(self.market.states.items()):
                 if cat != category:
                     continue
+                if st.stream is not None and st.stream.history_count is None:
+                    continue  # its back history is still being made: no state to show yet
                 inst = st.inst
                 data = self._ticker_data(inst, now)
                 old = self.tickers.get((cat, symbol))

@@ -307,6 +307,11 @@ class BybitSimulator:
         return self.hub.messages_out
 
     @property
+    def trades_made(self) -> int:
+        """Trades made so far (history included), all streams."""
+        return self._call(lambda: sum(s.count for s in self.hub.market.streams.values()))
+
+    @property
     def ws_connections(self) -> int:
         """WebSocket connections open now."""
         return self._call(lambda: sum(1 for c in self.hub.conns if not c.closed))
