@@ -4,6 +4,7 @@ and stopping on a signal while busy."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import time
@@ -13,6 +14,8 @@ import httpx
 import polars as pl
 import pytest
 from simclient import recv_until, send, ws
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from hubkit.testing import BybitSimulator
 from hubkit.testing.bybit.catalog import load_catalog
@@ -179,6 +182,51 @@ def test_back_history_is_never_pushed_live() -> None:
         send(conn, {"op": "ping", "req_id": "after"})
         pong = recv_until(conn, lambda m: m.get("op") == "ping")
         assert pong["req_id"] == "after"  # nothing but the ack came before it
+
+
+def test_slow_consumer_is_closed_with_1008() -> None:
+    with BybitSimulator(
+        trades_per_second=20_000, history_seconds=1, ws_max_buffer=64 * 1024
+    ) as sim:
+        # the client stops reading once a few frames wait in its queue; the kernel buffers
+        # fill, then the simulator's own buffer for it passes the limit
+        with connect(sim.ws_endpoint("linear"), max_queue=4) as conn:
+            send(conn, {"op": "subscribe", "args": ["publicTrade.BTCUSDT"]})
+            _wait_for(lambda: sim.slow_consumers_dropped == 1)
+            # it left every subscription at once, before its socket closed
+            assert sim.subscribers("linear", "publicTrade.BTCUSDT") == 0
+            assert sim.fault_counts["ws_slow_consumer"] == 1
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    conn.recv(timeout=30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        assert sim.ws_connections == 0
+
+
+def test_a_connection_whose_transport_closed_is_not_written(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A peer reset closes the transport at once; the reading task notices a loop iteration or
+    more later. Rounds published meanwhile must not write (asyncio would log
+    "socket.send() raised exception." per write) and the connection leaves its topics."""
+    topic = "publicTrade.BTCUSDT"
+    with BybitSimulator(trades_per_second=50) as sim, ws(sim, "linear") as conn:
+        send(conn, {"op": "subscribe", "args": [topic]})
+        recv_until(conn, lambda m: m.get("op") == "subscribe")
+
+        def lose_then_publish() -> int:
+            hub = sim.hub
+            (gone,) = list(hub.conns)
+            gone.transport.abort()  # closed under the connection, its task not yet run
+            for _ in range(10):
+                hub.publish("linear", topic, {"topic": topic, "data": []})
+                hub.tick()
+            return len(hub.subs.get(("linear", topic), ()))
+
+        with caplog.at_level(logging.WARNING, logger="asyncio"):
+            assert sim._call(lose_then_publish) == 0
+            _wait_for(lambda: sim.ws_connections == 0)
+    assert not [r for r in caplog.records if "socket.send()" in r.getMessage()]
 
 
 def test_recent_trades_and_json_shape_survive_columns() -> None:

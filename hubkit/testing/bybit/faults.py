@@ -11,7 +11,7 @@ counter                   fired when
 ``ws_drop_messages``      a connection is dropped after ``drop_ws_every_n_messages`` data messages
 ``ws_drop_timer``         a connection is dropped ``drop_ws_every_seconds`` after it opened
 ``ws_drop_manual``        ``sim.disconnect_all()`` dropped a connection
-``ws_slow_consumer``      a client fell more than ``ws_max_buffer`` bytes behind and was dropped
+``ws_slow_consumer``      a client fell more than ``ws_max_buffer`` bytes behind (close 1008)
 ``ping_ignored``          a ping (JSON ``op: ping`` or a protocol ping) went unanswered
 ``malformed_invalid_json``  a data message was replaced by text that is not JSON
 ``malformed_wrong_types``   ... by the message with numbers and strings swapped
@@ -26,7 +26,8 @@ counter                   fired when
                           ``BybitSimulator(ip_limit=...)``)
 ========================  =========================================================================
 
-Dropping a connection closes the TCP stream without a close frame (the client sees 1006).
+Dropping a connection closes the TCP stream without a close frame (the client sees 1006); a
+slow consumer is the exception: it gets close code 1008 after the data it was sent.
 """
 
 from __future__ import annotations

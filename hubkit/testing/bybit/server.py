@@ -13,6 +13,11 @@ klines to subscribers, applying the fault switches on the way. A round makes at 
 of a symbol started mid-run, or a rate beyond what one core can make) the next round follows
 as soon as the event loop has served pending I/O, so handshakes, pings and signals are answered
 within a round's time whatever the load.
+
+Connections: a subscriber whose transport buffer grows past ``ws_max_buffer`` (a client that
+stopped reading) is sent a 1008 close frame and cut off, as an exchange drops a slow consumer
+(counted as ``ws_slow_consumer``); a connection whose transport is closing is never written to
+again and leaves every subscription at once, so a client that left costs nothing.
 """
 
 from __future__ import annotations
@@ -93,6 +98,7 @@ TICKER_WS_OPTION = (
 )  # fmt: skip
 BOOK_INTERVAL_S = MappingProxyType({1: 0.01, 25: 0.02, 50: 0.02, 100: 0.1, 200: 0.1, 1000: 0.2})
 MAX_TRADES_PER_MESSAGE = 1024
+SLOW_CONSUMER_GRACE_S = 2.0  # a dropped slow consumer that reads nothing more is then aborted
 REQUEST_LOG_SIZE = 100_000  # requests remembered in ``request_log`` (the newest)
 
 
@@ -114,7 +120,7 @@ class HubOptions:
     kline_push_interval: float = 1.0
     ticker_interval: float = 0.1
     spot_ticker_interval: float = 0.05
-    ws_max_buffer: int = 16 * 2**20
+    ws_max_buffer: int = 8 * 2**20
     max_trades_per_round: int = 2048
     ip_limit: tuple[int, float, float] | None = (600, 5.0, 600.0)
     api_keys: Mapping[str, str] = field(default_factory=dict)
@@ -158,25 +164,42 @@ class WsConn:
         self.pending: list[bytes] = []  # frames of the current publishing round
         self.drop_after_flush = ""  # a drop decided during the round, done after its write
 
+    def writable(self) -> bool:
+        """Whether data may still be written; a closing transport ends the connection here.
+
+        The transport closes under us when the peer resets the connection or a write fails;
+        the reading task learns it only a loop iteration or more later. Writing meanwhile would
+        only make asyncio log "socket.send() raised exception." for every frame, so the
+        connection is marked closed and leaves its subscriptions now.
+        """
+        if self.closed:
+            return False
+        if self.transport.is_closing():
+            self.closed = True
+            self.hub.forget(self)
+            return False
+        return True
+
     def flush(self) -> None:
         """Write whatever the protocol has queued (handshake, pongs, close frames)."""
         for data in self.proto.data_to_send():
-            if self.closed:
-                continue  # dropped or stopping: nothing more goes out
+            if not self.writable():
+                continue  # dropped, gone or stopping: nothing more goes out
             if data:
                 self.transport.write(data)
             else:  # SEND_EOF: the server closes the TCP connection
                 self.closed = True
                 self.transport.close()
+                self.hub.forget(self)
 
     def send_control(self, message: Mapping[str, Any]) -> None:
         """Send a control reply (ack, pong); not counted as a data message."""
-        if not self.closed:
+        if self.writable():
             self.transport.write(ws_frame(ENCODER.encode(message)))
 
     def deliver(self, frame: bytes, message: Mapping[str, Any]) -> None:
         """Send one data message (pre-framed), applying the WebSocket fault switches."""
-        if self.closed or self.drop_after_flush:
+        if self.drop_after_flush or not self.writable():
             return
         faults = self.hub.faults
         self.sent += 1
@@ -204,7 +227,7 @@ class WsConn:
     def flush_pending(self) -> None:
         """Write the frames gathered during a publishing round, then any drop it decided."""
         frames, self.pending = self.pending, []
-        if self.closed:
+        if not self.writable():
             return
         if frames:
             self.transport.write(b"".join(frames))
@@ -215,19 +238,43 @@ class WsConn:
             self.drop("ws_slow_consumer")
 
     def drop(self, reason: str) -> None:
-        """Close the TCP connection without a close frame and count ``reason``.
+        """Close the connection, count ``reason`` and leave every subscription at once.
 
         Frames already written are still delivered (FIN after the buffer drains), so a client
-        sees exactly the messages sent before the drop; a slow consumer is cut off at once.
+        sees exactly the messages sent before the drop. Fault drops send no close frame (the
+        client sees 1006); a slow consumer gets a 1008 close frame after what it was sent, and
+        is aborted if it then reads nothing for ``SLOW_CONSUMER_GRACE_S``.
         """
         if self.closed:
             return
         self.closed = True
         self.hub.counter.add(reason)
+        self.hub.forget(self)
+        if self.transport.is_closing():
+            return
         if reason == "ws_slow_consumer":
-            self.transport.abort()
+            self.proto.send_close(1008, "slow consumer: too far behind")
+            for data in self.proto.data_to_send():
+                if data:
+                    self.transport.write(data)
+            self.transport.close()
+            self._watch_drain(self.transport.get_write_buffer_size())
         else:
             self.transport.close()
+
+    def _watch_drain(self, size: int) -> None:
+        """Abort a closing transport whose buffer has not shrunk since the last look."""
+
+        def check() -> None:
+            now = self.transport.get_write_buffer_size()
+            if not now:
+                return
+            if now >= size:
+                self.transport.abort()
+            else:
+                self._watch_drain(now)
+
+        asyncio.get_running_loop().call_later(SLOW_CONSUMER_GRACE_S, check)
 
 
 def malform(message: Mapping[str, Any], kind: str) -> bytes:

@@ -66,6 +66,9 @@ class BybitSimulator:
         time_scale: simulated ms per wall ms (e.g. 60 makes a 1-minute kline close every second).
         tick: seconds between publishing rounds (trades are grouped per round).
         kline_push_interval: seconds between pushes of an open kline (closes push at once).
+        ws_max_buffer: bytes a WebSocket client may fall behind (unsent data buffered for it)
+            before it is dropped as a slow consumer: close code 1008, counted as
+            ``ws_slow_consumer`` in ``fault_counts``.
         ip_limit: (requests, window seconds, ban seconds) of ByBit's HTTP 403 IP rule, or None.
         api_keys: key -> secret accepted by ``/v5/private`` auth (empty: any signature).
         datasets: folder with the instrument lists (default: ``catalog.locate_datasets()``).
@@ -84,6 +87,7 @@ class BybitSimulator:
         time_scale: float = 1.0,
         tick: float = 0.02,
         kline_push_interval: float = 1.0,
+        ws_max_buffer: int = 8 * 2**20,
         ip_limit: tuple[int, float, float] | None = (600, 5.0, 600.0),
         api_keys: Mapping[str, str] | None = None,
         datasets: Path | None = None,
@@ -100,6 +104,7 @@ class BybitSimulator:
         self.options = HubOptions(
             tick=tick,
             kline_push_interval=kline_push_interval,
+            ws_max_buffer=ws_max_buffer,
             ip_limit=ip_limit,
             api_keys=dict(api_keys or {}),
         )
@@ -305,6 +310,11 @@ class BybitSimulator:
     def messages_sent(self) -> int:
         """WebSocket data messages written so far (all connections)."""
         return self.hub.messages_out
+
+    @property
+    def slow_consumers_dropped(self) -> int:
+        """WebSocket clients dropped for falling more than ``ws_max_buffer`` bytes behind."""
+        return self.hub.counter.snapshot().get("ws_slow_consumer", 0)
 
     @property
     def trades_made(self) -> int:
