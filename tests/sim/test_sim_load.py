@@ -7,8 +7,12 @@ import json
 import logging
 import math
 import random
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import polars as pl
@@ -227,6 +231,34 @@ def test_a_connection_whose_transport_closed_is_not_written(
             assert sim._call(lose_then_publish) == 0
             _wait_for(lambda: sim.ws_connections == 0)
     assert not [r for r in caplog.records if "socket.send()" in r.getMessage()]
+
+
+MODULE = ["-m", "hubkit.testing.bybit", "--history-seconds", "2"]
+MODULE += ["--symbols", '{"linear": ["BTCUSDT", "ETHUSDT", "SOLUSDT"]}']
+CLI = ["-m", "hubkit", "simulate", "--symbols", "BTCUSDT"]  # with 60 s of back history
+
+
+@pytest.mark.parametrize("command", [MODULE, CLI], ids=["module", "cli"])
+def test_sigterm_stops_a_busy_simulator(command: list[str]) -> None:
+    """Busy (10k trades/s per symbol, a subscriber), SIGTERM ends the process with status 0."""
+    args = [sys.executable, *command, "--port", "0", "--trades-per-second", "10000"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        ws_url = next(line for line in proc.stdout if line.startswith("ws_url="))
+        url = ws_url.strip().split("=", 1)[1] + "/linear"
+        with connect(url, open_timeout=30) as conn:
+            send(conn, {"op": "subscribe", "args": ["publicTrade.BTCUSDT"]})
+            message: dict[str, Any] = recv_until(conn, lambda m: "topic" in m, timeout=30)
+            assert message["data"]
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.stderr is not None
+    assert "Traceback" not in proc.stderr.read()
 
 
 def test_recent_trades_and_json_shape_survive_columns() -> None:

@@ -35,7 +35,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    """Serve until SIGINT/SIGTERM."""
+    """Serve until SIGINT/SIGTERM (also while the back history is still being made)."""
     symbols = json.loads(args.symbols) if args.symbols else None
     sim = BybitSimulator(
         seed=args.seed,
@@ -52,10 +52,22 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    async with sim:
+    starting = asyncio.ensure_future(sim.astart())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():  # stopped before it listened: nothing to close
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+        return
+    starting.result()  # a failed start raises here
+    try:
         print(f"rest_url={sim.rest_url}", flush=True)
         print(f"ws_url={sim.ws_url}", flush=True)
-        await stop.wait()
+        await stopping
+    finally:
+        stopping.cancel()
+        await sim.astop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_SYMBOLS", "BybitSimulator"]
 
 T = TypeVar("T")
+STARTUP_SLICE = 20_000  # trades of back history made between two looks at the event loop
 
 DEFAULT_SYMBOLS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
@@ -166,6 +168,11 @@ class BybitSimulator:
         for category, name in self._symbol_plan():
             if market.activate(category, name) is None:
                 raise ValueError(f"unknown {category} symbol {name!r}")
+        # the back history, in slices: the loop (and a stop request) is served meanwhile
+        while not market.advance(clock.now_ms(), max_trades=STARTUP_SLICE):
+            if self._stopped:
+                raise RuntimeError("the simulator was stopped while starting")
+            await asyncio.sleep(0)
         hub = Hub(market, self.catalog, clock, self.faults, self.options)
         server = SimServer(hub, self.host, self.port)
         await server.start()
@@ -214,7 +221,11 @@ class BybitSimulator:
 
         self._thread = threading.Thread(target=main, name="bybit-simulator", daemon=True)
         self._thread.start()
-        ready.result()
+        try:
+            ready.result()
+        except BaseException:  # e.g. Ctrl-C / SIGTERM while the back history is being made
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
@@ -226,7 +237,8 @@ class BybitSimulator:
         if thread is None or loop is None or event is None:
             return
         if thread.is_alive():
-            loop.call_soon_threadsafe(event.set)
+            with contextlib.suppress(RuntimeError):  # the loop closed already (failed start)
+                loop.call_soon_threadsafe(event.set)
             thread.join(timeout=30)
 
     def __enter__(self) -> BybitSimulator:
