@@ -3,7 +3,9 @@ pointed at the simulator: ``HTTP.endpoint`` and the ``PUBLIC_WSS`` template)."""
 
 from __future__ import annotations
 
+import json
 import threading
+import uuid
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from hubkit.testing import BybitSimulator
 
 unified_trading = pytest.importorskip("pybit.unified_trading")
+websocket_stream = pytest.importorskip("pybit._websocket_stream")
 
 
 def test_pybit_rest_loads_every_public_dataset(bybit_sim: BybitSimulator) -> None:
@@ -68,7 +71,15 @@ def test_pybit_websocket_receives_public_trades(
         if len(received) >= 3:
             enough.set()
 
+    # pybit records a subscription's req_id only after sending it; on loopback the ack can
+    # come back first, and its reader thread then fails with KeyError and drops the socket.
+    # Pin the id and record the subscription beforehand (pybit overwrites it with the same).
+    req_id = uuid.UUID(int=1)
+    monkeypatch.setattr(websocket_stream, "uuid4", lambda: req_id)
     stream = unified_trading.WebSocket(testnet=False, channel_type="linear")
+    stream.subscriptions[str(req_id)] = json.dumps(
+        {"op": "subscribe", "req_id": str(req_id), "args": ["publicTrade.BTCUSDT"]}
+    )
     try:
         stream.trade_stream(symbol="BTCUSDT", callback=on_trade)
         assert enough.wait(timeout=20), "no trades received"
