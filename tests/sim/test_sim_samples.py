@@ -99,6 +99,9 @@ def _ws_data(category: str, topic: str, kind: str | None = None) -> Getter:
 
 
 def _sample(name: str) -> Any:
+    # Read while the module is collected; without the samples every test here is skipped.
+    if not SAMPLES.is_dir():
+        return {}
     return json.loads((SAMPLES / name).read_text())
 
 
