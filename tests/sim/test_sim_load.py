@@ -25,7 +25,7 @@ from hubkit.testing import BybitSimulator
 from hubkit.testing.bybit.catalog import load_catalog
 from hubkit.testing.bybit.groundtruth import uuid_column
 from hubkit.testing.bybit.market import Market
-from hubkit.testing.bybit.pricing import MINUTE, SimClock, uuid_like
+from hubkit.testing.bybit.pricing import MINUTE, PricePath, SimClock, uuid_like
 
 START = 1_790_000_000_000  # minute-aligned
 
@@ -276,3 +276,12 @@ def test_recent_trades_and_json_shape_survive_columns() -> None:
         truth = sim.ground_truth("trades").filter(pl.col("symbol") == symbol)
         assert [i["execId"] for i in items] == truth["exec_id"].reverse().head(len(items)).to_list()
         assert json.dumps(items)
+
+
+def test_price_path_cache_changes_no_value() -> None:
+    rng = random.Random(3)
+    times = [rng.randrange(0, 1 << 41) for _ in range(500)]
+    times += sorted(rng.randrange(START, START + 600_000) for _ in range(2000))
+    cached = PricePath(12345, 100.0)
+    for t in times:
+        assert cached.at(t) == PricePath(12345, 100.0).at(t)  # a fresh path has no cache

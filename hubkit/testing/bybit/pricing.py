@@ -111,11 +111,14 @@ class PricePath:
     so any instant, past or future, can be evaluated in O(1) without replaying history.
     """
 
-    __slots__ = ("base", "key")
+    __slots__ = ("_knots", "base", "key")
 
     def __init__(self, key: int, base: float) -> None:
         self.key = key
         self.base = base
+        # per octave, the last segment used: (q, value at q, value at q + 1); nearby instants
+        # share segments, so most calls hash nothing
+        self._knots: list[tuple[int, float, float]] = [(-1, 0.0, 0.0)] * len(_OCTAVES)
 
     def _v(self, octave: int, q: int) -> float:
         return unit(mix64(self.key ^ (octave << 58) ^ (q & MASK64))) * 2.0 - 1.0
@@ -123,10 +126,13 @@ class PricePath:
     def at(self, t_ms: int) -> float:
         """The path's price at ``t_ms``."""
         x = 0.0
+        knots = self._knots
         for octave, (period, amp) in enumerate(_OCTAVES):
             q, r = divmod(t_ms, period)
-            a = self._v(octave, q)
-            b = self._v(octave, q + 1)
+            kq, a, b = knots[octave]
+            if kq != q:
+                a, b = self._v(octave, q), self._v(octave, q + 1)
+                knots[octave] = (q, a, b)
             x += amp * (a + (b - a) * (r / period))
         return self.base * math.exp(x)
 
