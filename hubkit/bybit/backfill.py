@@ -15,7 +15,8 @@ cursor says. Candles go to the table ``bybit_kline_<category>_<symbol>_<interval
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -226,6 +227,23 @@ def _progress_reporter(progress: bool | ProgressFn, desc: str) -> tuple[Progress
     return report, bar
 
 
+@contextlib.contextmanager
+def _progress_display(progress: bool | ProgressFn, desc: str) -> Iterator[ProgressFn | None]:
+    """Yield the report callback; close the display (marked failed on an error) afterwards.
+
+    Entered in the caller's thread, so a notebook widget appears in the caller's cell.
+    """
+    report, bar = _progress_reporter(progress, desc)
+    try:
+        yield report
+    except BaseException:
+        if bar is not None:
+            bar.close(failed=True)
+        raise
+    if bar is not None:
+        bar.close()
+
+
 def backfill_klines(
     symbol: str,
     interval: str,
@@ -250,9 +268,8 @@ def backfill_klines(
     display (widget, terminal bar or nothing, by where it runs), False for none, or a
     callable ``progress(done, total)`` in candles. Blocking; see ``abackfill_klines``.
     """
-    report, bar = _progress_reporter(progress, f"klines {symbol} {interval}")
-    try:
-        result = run(
+    with _progress_display(progress, f"klines {symbol} {interval}") as report:
+        return run(
             _abackfill(
                 symbol,
                 interval,
@@ -265,13 +282,6 @@ def backfill_klines(
                 report=report,
             )
         )
-    except BaseException:
-        if bar is not None:
-            bar.close(failed=True)
-        raise
-    if bar is not None:
-        bar.close()
-    return result
 
 
 async def abackfill_klines(
@@ -287,9 +297,8 @@ async def abackfill_klines(
     progress: bool | ProgressFn = True,
 ) -> BackfillResult:
     """``backfill_klines``, awaited (the work runs on hubkit's loop)."""
-    report, bar = _progress_reporter(progress, f"klines {symbol} {interval}")
-    try:
-        result = await arun(
+    with _progress_display(progress, f"klines {symbol} {interval}") as report:
+        return await arun(
             _abackfill(
                 symbol,
                 interval,
@@ -302,10 +311,3 @@ async def abackfill_klines(
                 report=report,
             )
         )
-    except BaseException:
-        if bar is not None:
-            bar.close(failed=True)
-        raise
-    if bar is not None:
-        bar.close()
-    return result
