@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 import hubkit
 import hubkit.store as store_module
+import hubkit.store.engine as engine_module
 from hubkit.entity import EntitySpec, reflect
 from hubkit.errors import ClosedError, StoreError, ValidationError
 from hubkit.store import OutboxWrite, Store, TableStore, default_store_url
@@ -283,7 +284,7 @@ def test_rows_cursor_and_outbox_commit_together(
         raise RuntimeError("disk full")
 
     # the outbox insert is the last statement of the transaction: make it fail
-    for tx in (store_module._AdbcTx, store_module._SaTx):
+    for tx in (engine_module.AdbcTx, engine_module.SaTx):
         monkeypatch.setattr(tx, "insert_many", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         records.upsert([record(2), record(1, note="changed")], cursor="c2", outbox=[entry])
@@ -383,7 +384,7 @@ def test_nullable_text_that_starts_with_many_nulls_reads_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the ADBC driver types a column from its first batch of rows; make that batch tiny
-    monkeypatch.setattr(store_module, "_ADBC_BATCH_ROWS", 4)
+    monkeypatch.setattr(engine_module, "_ADBC_BATCH_ROWS", 4)
     with Store(tmp_path / "nulls.db") as s:
         t = s.table(reflect(Record, "id"))
         t.upsert([record(i, note=None if i < 10 else f"n{i}") for i in range(20)])
