@@ -161,3 +161,13 @@ class HubkitWarning(UserWarning):
 
 class StaleDataWarning(HubkitWarning):
     """Stored data was returned because it could not be refreshed; the message gives its age."""
+
+
+def as_hubkit(exc: BaseException) -> HubkitError:
+    """``exc`` itself when it is a ``HubkitError``, else a ``SyncError`` caused by it (for
+    errors of background work handed to an error handler)."""
+    if isinstance(exc, HubkitError):
+        return exc
+    error = SyncError(f"{type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error

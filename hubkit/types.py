@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -220,7 +221,16 @@ class StreamingConnection(Connection, Protocol):
 
 
 class SyncContext(Protocol):
-    """What a sink offers its policy. Store work behind these awaits runs off the loop thread."""
+    """What a sink offers its policy (the sink's is ``hubkit.sink.context.SinkContext``).
+
+    Store work behind these awaits runs off the loop thread; every store write is one
+    transaction followed by the cache update and the change events.
+    """
+
+    @property
+    def name(self) -> str:
+        """The sink's name (it keys the sync state, the outbox and idempotency keys)."""
+        ...
 
     @property
     def spec(self) -> EntitySpec: ...
@@ -229,9 +239,17 @@ class SyncContext(Protocol):
     def connection(self) -> Connection | None: ...
 
     async def apply_remote(
-        self, frame: pl.DataFrame, *, op: Op = Op.UPSERT, cursor: str | None = None
+        self,
+        frame: pl.DataFrame,
+        *,
+        op: Op = Op.UPSERT,
+        cursor: str | None = None,
+        snapshot: bool | Mapping[str, Any] = False,
     ) -> pl.DataFrame:
-        """Store remote rows (and the cursor) in one transaction, update the cache, emit REMOTE."""
+        """Store remote rows (and the cursor) in one transaction, update the cache, emit REMOTE.
+
+        ``snapshot``: the frame is every remote row (or every one whose columns have the
+        mapping's values); stored rows it lacks are deleted in the same transaction."""
         ...
 
     async def state(self) -> SyncState: ...
@@ -246,6 +264,30 @@ class SyncContext(Protocol):
         """Drop a refused outbox entry, roll its local row back and emit a REJECTED change."""
         ...
 
+    async def bump(self, entries: Sequence[OutboxEntry]) -> None:
+        """Count one more failed push attempt for these outbox entries (durably)."""
+        ...
+
+    async def supersede(
+        self,
+        entries: Sequence[OutboxEntry],
+        frame: pl.DataFrame,
+        *,
+        push: bool,
+        reason: str,
+    ) -> bool:
+        """Replace the pending local writes ``entries`` (all for one key) by ``frame``.
+
+        ``push=False``: the remote's row ``frame`` wins; the writes are dropped and reported
+        as rejected with ``reason``. ``push=True``: ``frame`` is a resolved row, stored and
+        queued for pushing in place of the writes. False (and nothing done) when the key's
+        pending writes are no longer exactly ``entries``."""
+        ...
+
+    async def rows(self, keys: pl.DataFrame) -> pl.DataFrame:
+        """The current local rows for the key columns of ``keys`` (absent keys are missing)."""
+        ...
+
     async def emit_gap(self, gap: Gap) -> None: ...
 
     def report_error(self, exc: BaseException) -> None: ...
@@ -256,9 +298,28 @@ class SyncContext(Protocol):
         """Sleep until ``schedule_sync``/a local write asks for a sync (True) or timeout (False)."""
         ...
 
+    def exclusive(self) -> AbstractAsyncContextManager[Any]:
+        """Held around a sync step; ``force_sync``/``schedule_sync``/close take it too."""
+        ...
+
+    async def ensure_connected(self) -> bool:
+        """Connect the sink's connection if it is not connected (True if it had to)."""
+        ...
+
+    def note_reconnect(self) -> None:
+        """Count a reconnect the connection made by itself (shown in ``status().reconnects``)."""
+        ...
+
 
 class SyncPolicy(Protocol):
-    """When and what to sync. ``run`` lives as long as the sink; ``sync_once`` is ``force_sync``."""
+    """When and what to sync. ``run`` lives as long as the sink; ``sync_once`` is ``force_sync``.
+
+    Optional members a sink reads when present (plain class attributes or methods; a policy
+    without them gets the defaults): ``pushes_local_writes: bool = False`` (the DAO writes
+    outbox entries), ``waits_for_first_sync: bool = False`` (opening waits for the first
+    sync), ``async start(ctx)`` (runs before the sink is returned), ``async flush(ctx)``
+    (one push round on close).
+    """
 
     async def run(self, ctx: SyncContext) -> None: ...
 

@@ -89,7 +89,7 @@ def test_open_creates_the_table_and_warms_the_cache_from_the_store(db: Path) -> 
 def test_closed_sink_stops_its_tasks_and_refuses_use(db: Path) -> None:
     conn = InMemoryConnection(key="id")
     sink = open_sink(Item, "id", store=db, connection=conn, policy=PushAfterWrite())
-    task = sink._task
+    task = sink._core.task
     assert task is not None and not task.done()
     assert conn.is_connected
     sink.close()
