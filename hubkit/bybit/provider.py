@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from hubkit.bridge import get_bridge, run_sync_in_worker
 from hubkit.bybit.backfill import BackfillResult, abackfill_klines, backfill_klines
 from hubkit.bybit.entities import INSTRUMENT_KEY, PUBLIC_TRADE_KEY, Instrument, PublicTrade
 from hubkit.bybit.presets import (
@@ -132,24 +133,14 @@ class InstrumentProvider:
         **sink_options: Any,
     ) -> None:
         self._prepare(categories, on_listing, on_delisting, max_changes)
-        self.sink = open_sink(
-            Instrument,
-            INSTRUMENT_KEY,
-            store=store,
-            connection=connection if connection is not None else BybitRest(rest_url),
-            policy=self._policy(interval),
-            table=sink_options.pop("table", INSTRUMENT_TABLE),
-            **sink_options,
-        )
-        try:
-            self._start()
+        opening = self._aopen_sink(store, rest_url, connection, interval, sink_options)
+        offline = get_bridge().run(opening)
+        if offline is not None:
             try:
-                self.sink.force_sync()
-            except RemoteError as exc:
-                self._offline(exc)
-        except BaseException:
-            self.sink.close()
-            raise
+                self._offline(offline)
+            except BaseException:
+                self.sink.close()
+                raise
 
     @classmethod
     async def aopen(
@@ -168,6 +159,26 @@ class InstrumentProvider:
         """The constructor, awaited: ``provider = await InstrumentProvider.aopen(...)``."""
         self = cls.__new__(cls)
         self._prepare(categories, on_listing, on_delisting, max_changes)
+        opening = self._aopen_sink(store, rest_url, connection, interval, sink_options)
+        offline = await get_bridge().arun(opening)
+        if offline is not None:
+            try:
+                self._offline(offline)
+            except BaseException:
+                await self.sink.aclose()
+                raise
+        return self
+
+    async def _aopen_sink(
+        self,
+        store: Store | str | None,
+        rest_url: str | None,
+        connection: BybitRest | None,
+        interval: timedelta | float,
+        sink_options: dict[str, Any],
+    ) -> RemoteError | None:
+        """Open the sink and run the first sync (on hubkit's loop); the error that kept ByBit
+        from answering it, or None."""
         self.sink = await aopen_sink(
             Instrument,
             INSTRUMENT_KEY,
@@ -178,15 +189,15 @@ class InstrumentProvider:
             **sink_options,
         )
         try:
-            self._start()
+            await run_sync_in_worker(self._start)
             try:
                 await self.sink.aforce_sync()
             except RemoteError as exc:
-                self._offline(exc)
+                return exc
         except BaseException:
             await self.sink.aclose()
             raise
-        return self
+        return None
 
     def _prepare(
         self,
@@ -203,9 +214,11 @@ class InstrumentProvider:
         self._known: dict[tuple[str, str], str] = {}
 
     def _policy(self, interval: timedelta | float) -> PeriodicSync:
-        # The first sync is forced by the constructor so that it returns with fresh data.
+        # The first sync is forced by the constructor so that it returns with fresh data. Each
+        # sync is a complete snapshot of the categories: instruments gone from it are deleted
+        # in the same transaction as the snapshot is stored.
         params = {"category": list(self.categories)}
-        return PeriodicSync(interval=interval, query_on_init=False, params=params)
+        return PeriodicSync(interval=interval, query_on_init=False, params=params, snapshot=params)
 
     def _start(self) -> None:
         frame = self.sink.frame().select("category", "symbol", "status")
@@ -229,11 +242,26 @@ class InstrumentProvider:
     # -- reaction to updates ----------------------------------------------------------------
 
     async def _on_change(self, change: Change) -> None:
-        if change.source is not Source.REMOTE or change.op is not Op.UPSERT:
+        if change.source is not Source.REMOTE:
             return
+        if change.op is Op.UPSERT:
+            events, baseline = self._compare(change.frame)
+        elif change.op is Op.DELETE:
+            events, baseline = self._vanished(change.frame)
+        else:
+            return
+        if baseline:
+            for event in events:
+                handler = self._on_listing if event.kind == "listed" else self._on_delisting
+                if handler is not None:
+                    outcome = handler(event)
+                    if isinstance(outcome, Awaitable):
+                        await outcome
+
+    def _compare(self, frame: pl.DataFrame) -> tuple[list[InstrumentChange], bool]:
+        """Listings and delistings between the known instruments and a stored snapshot."""
         snapshot = {
-            (c, s): st
-            for c, s, st in change.frame.select("category", "symbol", "status").iter_rows()
+            (c, s): st for c, s, st in frame.select("category", "symbol", "status").iter_rows()
         }
         now = datetime.now(UTC)
         events: list[InstrumentChange] = []
@@ -248,22 +276,31 @@ class InstrumentProvider:
                 elif old == "Trading":
                     events.append(InstrumentChange("delisted", *key, old, status, now))
             gone = [k for k in self._known if k[0] in self.categories and k not in snapshot]
-            for key in gone:
-                if self._known[key] == "Trading":
-                    events.append(InstrumentChange("delisted", *key, "Trading", None, now))
-                del self._known[key]
+            self._forget(gone, events, now)
             self._known.update(snapshot)
             if baseline:
                 self._changes.extend(events)
-        if baseline:
-            for event in events:
-                handler = self._on_listing if event.kind == "listed" else self._on_delisting
-                if handler is not None:
-                    outcome = handler(event)
-                    if isinstance(outcome, Awaitable):
-                        await outcome
-        if gone:
-            await self.sink.dao.adelete(gone)
+        return events, baseline
+
+    def _vanished(self, frame: pl.DataFrame) -> tuple[list[InstrumentChange], bool]:
+        """Delistings of deleted instruments a snapshot did not account for already."""
+        now = datetime.now(UTC)
+        events: list[InstrumentChange] = []
+        with self._lock:
+            baseline = bool(self._known)
+            gone = [k for k in frame.select("category", "symbol").iter_rows() if k in self._known]
+            self._forget(gone, events, now)
+            if baseline:
+                self._changes.extend(events)
+        return events, baseline
+
+    def _forget(
+        self, gone: list[tuple[str, str]], events: list[InstrumentChange], now: datetime
+    ) -> None:
+        for key in gone:
+            if self._known[key] == "Trading":
+                events.append(InstrumentChange("delisted", *key, "Trading", None, now))
+            del self._known[key]
 
     @property
     def changes(self) -> list[InstrumentChange]:

@@ -12,10 +12,12 @@ import httpx
 import polars as pl
 import pytest
 
+from hubkit.bridge import get_bridge
 from hubkit.bybit.provider import InstrumentChange, InstrumentProvider, aopen_trades, open_trades
 from hubkit.bybit.rest import BybitRest
-from hubkit.errors import OfflineError, StaleDataWarning
+from hubkit.errors import OfflineError, StaleDataWarning, StoreError
 from hubkit.testing.bybit import BybitSimulator
+from hubkit.testing.faults import deletes_from, fail_store_writes
 from hubkit.types import Change, Op, Source
 
 Sample = Callable[[str], Any]
@@ -69,7 +71,7 @@ def test_listings_and_delistings(sample: Sample, tmp_path: Path) -> None:
         delisted.append(change)
 
     def deleted(change: Change) -> None:
-        if change.source is Source.LOCAL and change.op is Op.DELETE:
+        if change.source is Source.REMOTE and change.op is Op.DELETE:
             done.set()
 
     with InstrumentProvider(
@@ -103,6 +105,49 @@ def test_listings_and_delistings(sample: Sample, tmp_path: Path) -> None:
         assert sorted(active["symbol"]) == ["BIOUSDT", "BTCUSDT", "NEWUSDT"]
         assert "OLDUSDT" not in provider.instruments()["symbol"].to_list()
         assert provider.instruments()["category"].unique().to_list() == ["linear"]
+
+
+def test_a_snapshot_and_the_delete_of_vanished_instruments_commit_together(
+    sample: Sample, tmp_path: Path
+) -> None:
+    fake = FakeBybit(
+        {"linear": [linear(sample, "BTCUSDT", "Trading"), linear(sample, "OLDUSDT", "Trading")]}
+    )
+    delisted: list[InstrumentChange] = []
+    with InstrumentProvider(
+        "linear",
+        store=tmp_path / "h.db",
+        connection=fake.connection(),
+        on_delisting=delisted.append,
+    ) as provider:
+        fake.items["linear"] = [
+            linear(sample, "BTCUSDT", "Settling"),
+            linear(sample, "NEWUSDT", "Trading"),
+        ]
+        with (
+            fail_store_writes(provider.sink.store, when=deletes_from("bybit_instrument")) as fault,
+            pytest.raises(StoreError),
+        ):
+            provider.refresh()
+        assert fault.fired == 1
+        stored = provider.sink.table.read_all().sort("symbol")
+        assert stored.select("symbol", "status").rows() == [
+            ("BTCUSDT", "Trading"),
+            ("OLDUSDT", "Trading"),
+        ]
+        assert provider.instruments()["symbol"].to_list() == ["BTCUSDT", "OLDUSDT"]
+        assert provider.changes == []
+        provider.refresh()
+        stored = provider.sink.table.read_all().sort("symbol")
+        assert stored.select("symbol", "status").rows() == [
+            ("BTCUSDT", "Settling"),
+            ("NEWUSDT", "Trading"),
+        ]
+        assert provider.instruments()["symbol"].to_list() == ["BTCUSDT", "NEWUSDT"]
+        get_bridge().run(asyncio.sleep(0))  # the change handlers have run
+        kinds = sorted((c.kind, c.symbol) for c in provider.changes)
+        assert kinds == [("delisted", "BTCUSDT"), ("delisted", "OLDUSDT"), ("listed", "NEWUSDT")]
+        assert sorted(c.symbol for c in delisted) == ["BTCUSDT", "OLDUSDT"]
 
 
 def test_offline_start_uses_stored_instruments(sample: Sample, tmp_path: Path) -> None:
