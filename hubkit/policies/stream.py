@@ -328,9 +328,10 @@ class _Stream:
         if fresh.height:
             await self.ctx.apply_remote(fresh, cursor=self._cursor_if_due(found))
             self.recent.remember(fresh)
-            self.ctx.set_status(SyncStatus.REMOTE_DATA_RECEIVED)
         elif found:
             self._unsaved = True
+        # rows arrived (new or already stored): the stream is live and current
+        self.ctx.set_status(SyncStatus.REMOTE_DATA_RECEIVED)
         self._advance(found)
 
     def _cursor_if_due(self, found: Mapping[str, StreamPosition]) -> str | None:
@@ -444,9 +445,10 @@ class _Stream:
             await ctx.apply_remote(rows, cursor=self._cursor_after(found))
             self._cursor_at = time.monotonic()
             self.recent.remember(rows)
-            ctx.set_status(SyncStatus.REMOTE_DATA_RECEIVED)
         elif found:
             self._unsaved = True
+        # the remote answered: what it has is stored (a GAP says what it could not prove)
+        ctx.set_status(SyncStatus.REMOTE_DATA_RECEIVED)
         self._advance(found)
         if report_gap:
             for gap in plan.gaps:
