@@ -119,7 +119,7 @@ class SinkContext:
     def _acknowledge(self, entry: OutboxEntry, response: Mapping[str, Any] | None) -> None:
         core = self._core
         with core.write_lock:
-            current = core.spec.empty()
+            current = core.table.empty()
             if response is not None and entry.op != "remove" and entry.payload is not None:
                 current = core.table.get_rows([tuple(entry.key)])
             change = outbox.acknowledge(core.spec, entry, response, current)
@@ -179,7 +179,7 @@ class SinkContext:
         text = key_text(key)
         with core.write_lock:
             pending = [e.id for e in core.table.outbox_pending() if key_text(e.key) == text]
-            current = core.table.get_rows([key]) if push else core.spec.empty()
+            current = core.table.get_rows([key]) if push else core.table.empty()
             change = outbox.supersede(entries, pending, frame, current, push=push)
             if change is None:
                 return False
@@ -231,7 +231,7 @@ class SinkContext:
         core.check_not_closed()
         wanted = core.key_tuples(keys)
         if not wanted:
-            return core.spec.empty()
+            return core.table.empty()
         return await run_sync_in_worker(core.table.get_rows, wanted)
 
     # -- reporting and waiting ---------------------------------------------------------------
@@ -240,7 +240,7 @@ class SinkContext:
         """Emit a GAP change (an empty frame; ``change.gap`` holds the interval)."""
         _log.warning("sink %s: stream gap %s .. %s: %s", self.name, gap.start, gap.end, gap.reason)
         change = Change(
-            frame=self._core.spec.empty(),
+            frame=self._core.table.empty(),
             source=Source.REMOTE,
             op=Op.GAP,
             reason=gap.reason,

@@ -71,10 +71,10 @@ class SinkDao:
         core.check_open()
         key_list = self._key_list(keys)
         if not key_list:
-            return WriteResult(core.spec.empty(), 0, core.bridge)
+            return WriteResult(core.table.empty(), 0, core.bridge)
         with core.write_lock:
             core.check_open()
-            current = core.table.get_rows(key_list) if core.pushes else core.spec.empty()
+            current = core.table.get_rows(key_list) if core.pushes else core.table.empty()
             before = outbox.before_images(core.spec, current)
             change = outbox.local_delete(key_list, before, push=core.pushes)
             deleted = core.commit(change, default_events(Source.LOCAL)).deleted

@@ -68,8 +68,13 @@ class TableStore(Bookkeeping):
         self._storage_schema = pl.Schema({c.name: storage_kind(c) for c in spec.columns})
         self._needs_storage = any(c.kind in ("datetime", "date") for c in spec.columns)
         self._stage_name = f"hubkit_stage__{name}"
+        self._empty = spec.empty()
         direct_sql, staged_sql = _upsert_sql(self.table, spec, self._stage_name)
         self._plan = UpsertPlan(self.table, spec.key, direct_sql, staged_sql, self._stage_name)
+
+    def empty(self) -> pl.DataFrame:
+        """A new empty frame of ``spec.schema`` (cheap: building one from the spec is not)."""
+        return self._empty.clear()
 
     def __repr__(self) -> str:
         return f"<hubkit.TableStore {self.name!r} of {self.spec.cls.__name__}>"
@@ -123,7 +128,7 @@ class TableStore(Bookkeeping):
         if not (
             wanted or storage.height or state or added or change.outbox_done or change.outbox_bump
         ):
-            return Applied(frame, self.spec.empty())
+            return Applied(frame, self.empty())
         parts: list[pl.DataFrame] = []
         with self.store._translate(f"change of {self.name!r}"), self.store._write() as tx:
             for chunk in chunks(wanted, KEY_CHUNK):
@@ -142,7 +147,7 @@ class TableStore(Bookkeeping):
 
     def _prepare(self, rows: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
         """(the normalised frame, its stored values in write order) of ``rows``."""
-        frame = self.spec.empty() if rows is None else self.spec.to_frame(rows)
+        frame = self.empty() if rows is None else self.spec.to_frame(rows)
         if frame.height == 0:
             return frame, frame
         key = list(self.spec.key)
@@ -229,7 +234,7 @@ class TableStore(Bookkeeping):
 
     def _frames(self, raws: list[pl.DataFrame]) -> pl.DataFrame:
         decoded = [self._decode(r) for r in raws if r.height]
-        return pl.concat(decoded) if decoded else self.spec.empty()
+        return pl.concat(decoded) if decoded else self.empty()
 
     # -- reads --------------------------------------------------------------------------
 
