@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from hubkit.connections.retry import Backoff
 from hubkit.errors import SyncError
 from hubkit.types import Connection, StreamingConnection, SyncContext, SyncStatus
 
@@ -50,6 +49,10 @@ def backoff_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> floa
     at most ``cap``; 0 for ``attempt <= 0`` (``Backoff`` without jitter)."""
     if attempt <= 0:
         return 0.0
+    # imported here: the connections package pulls in httpx and websockets, which a policy
+    # without failures (or without a connection) should not pay for
+    from hubkit.connections.retry import Backoff
+
     return Backoff(base=base, cap=cap, jitter=False).ceiling(attempt - 1)
 
 

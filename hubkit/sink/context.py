@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+import hubkit.sink.outbox as outbox
 from hubkit.bridge import run_sync_in_worker
 from hubkit.changeset import UNSET, ChangeSet
 from hubkit.errors import HubkitError, Rejected, SyncError
-from hubkit.sink import outbox
 from hubkit.sink._core import Core, default_events, utcnow
 from hubkit.types import Change, Connection, Gap, Op, OutboxEntry, Source, SyncState, SyncStatus
 from hubkit.writes import Forward, key_text

@@ -11,8 +11,8 @@ from typing import Any
 
 import polars as pl
 
+import hubkit.sink.outbox as outbox
 from hubkit.bridge import run_sync_in_worker
-from hubkit.sink import outbox
 from hubkit.sink._core import Core, default_events
 from hubkit.types import Source, SyncStatus
 from hubkit.writes import WriteResult
