@@ -28,6 +28,7 @@ from hubkit.bybit.entities import KLINE_KEY, Kline
 from hubkit.bybit.klines import Coverage, align_down, align_up, interval_ms, page_end, to_ms
 from hubkit.bybit.presets import CATEGORIES, kline_table
 from hubkit.bybit.rest import BybitRest
+from hubkit.changeset import ChangeSet
 from hubkit.entity import EntitySpec, reflect
 
 if TYPE_CHECKING:
@@ -154,10 +155,9 @@ def _set_cursor(table: TableStore, cursor: str) -> None:
 
 
 def _commit(table: TableStore, frame: pl.DataFrame, cursor: str) -> None:
-    if frame.height:
-        table.upsert(frame, cursor=cursor)
-    else:
-        table.set_state(cursor=cursor)
+    """A page of klines and the cursor after it, in one transaction (the cursor alone for
+    an empty page)."""
+    table.apply(ChangeSet(upsert=frame, cursor=cursor))
 
 
 async def _abackfill(
