@@ -17,7 +17,7 @@ import pytest
 
 import hubkit
 from hubkit.entity import EntitySpec, reflect
-from hubkit.errors import ClosedError, Rejected, TransportError
+from hubkit.errors import ClosedError, Rejected, StaleDataWarning, TransportError
 from hubkit.gapfill import (
     ALL,
     RecentRows,
@@ -347,7 +347,9 @@ def test_query_on_init_retries_until_the_first_fetch_succeeds(db: Path) -> None:
     conn.fail_next(2, ops=("fetch",))
     errors = Recorder()
     policy = QueryOnInit(retry_interval=FAST)
-    with open_sink(Item, "id", store=db, connection=conn, policy=policy) as sink:
+    with pytest.warns(StaleDataWarning, match="first sync failed"):
+        sink = open_sink(Item, "id", store=db, connection=conn, policy=policy)
+    with sink:
         sink.set_error_handler(errors)
         eventually(lambda: sink.sync_status is SyncStatus.FULL_SYNC)
         assert ids(sink.frame()) == ["a"]

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 if TYPE_CHECKING:
-    from hubkit.store import Store
+    from hubkit.store.engine import Backend
 
 __all__ = ["Fault", "StoreCall", "deletes_from", "fail_store_writes", "touches"]
 
@@ -112,7 +112,7 @@ def _describe(method: str, args: tuple[Any, ...]) -> StoreCall:
 
 
 @contextmanager
-def _patched(store: Store, when: Callable[[StoreCall], bool], times: int) -> Iterator[Fault]:
+def _patched(store: Backend, when: Callable[[StoreCall], bool], times: int) -> Iterator[Fault]:
     fault = Fault()
     real = store._write
 
@@ -129,8 +129,9 @@ def _patched(store: Store, when: Callable[[StoreCall], bool], times: int) -> Ite
 
 
 def fail_store_writes(
-    store: Store, *, when: Callable[[StoreCall], bool], times: int = 1
+    store: Backend, *, when: Callable[[StoreCall], bool], times: int = 1
 ) -> AbstractContextManager[Fault]:
     """Within the ``with`` block, the first ``times`` write calls matching ``when`` fail with
-    a database error (it leaves the store as ``StoreError``); yields a ``Fault`` counter."""
+    a database error (it leaves the store as ``StoreError``); yields a ``Fault`` counter.
+    ``store`` is a ``Store`` (or a ``TableStore.store``)."""
     return _patched(store, when, times)
