@@ -66,7 +66,8 @@ it costs about a second.
 
 Layout of the package: ``engine`` (how a transaction runs, ADBC or SQLAlchemy), ``codec``
 (kinds <-> SQL), ``store`` (open/close, schema check), ``table`` (rows of one entity;
-``apply(changeset)``), ``outbox`` (sync-state and outbox tables and statements). A change is
+``apply(changeset)``), ``outbox`` (sync-state and outbox tables and statements),
+``inventory`` (what a store holds, read-only: ``read_inventory``). A change is
 one ``hubkit.changeset.ChangeSet`` applied by ``TableStore.apply`` in one transaction.
 """
 
@@ -79,7 +80,8 @@ from hubkit.store.engine import (
     OUTBOX_TABLE,
     STATE_TABLE,
 )
-from hubkit.store.store import Store, default_store_url
+from hubkit.store.inventory import TableInventory, read_inventory
+from hubkit.store.store import Store, default_store_url, store_url
 from hubkit.store.table import TableStore
 
 # the batch size above which upserts are staged (kept under its former name for callers)
@@ -94,6 +96,9 @@ __all__ = [
     "ChangeSet",
     "OutboxWrite",
     "Store",
+    "TableInventory",
     "TableStore",
     "default_store_url",
+    "read_inventory",
+    "store_url",
 ]

@@ -44,7 +44,8 @@ def default_store_url() -> str:
     return f"sqlite:///{(home / 'hubkit.db').resolve()}"
 
 
-def _url_of(url: str | os.PathLike[str] | sa.URL | None) -> str:
+def store_url(url: str | os.PathLike[str] | sa.URL | None) -> str:
+    """The canonical URL of a store argument (a path becomes an absolute SQLite URL)."""
     if url is None:
         return default_store_url()
     if isinstance(url, sa.URL):
@@ -70,7 +71,7 @@ class Store:
         *,
         fast: bool | None = None,
     ) -> None:
-        self.url: str = _url_of(url)
+        self.url: str = store_url(url)
         parsed = sa.make_url(self.url)
         is_sqlite = parsed.get_backend_name() == "sqlite"
         database = parsed.database or ""
