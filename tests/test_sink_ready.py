@@ -153,3 +153,21 @@ def test_a_live_stream_that_has_checked_the_remote_is_not_out_of_sync(tmp_path: 
         eventually(lambda: sink.sync_status is SyncStatus.REMOTE_DATA_RECEIVED)
         assert "out_of_sync" not in repr(sink)
         assert "out of sync" not in str(sink.status())
+
+
+def test_an_awaited_open_warns_or_raises_as_the_blocking_one(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    _stored(path, "kept")
+
+    async def main(strict: bool) -> list[str]:
+        conn = InMemoryConnection(rows("remote"), key="id")
+        conn.fail_next(1, ops=("fetch",))
+        async with aopen_sink(
+            Item, "id", store=path, connection=conn, policy=QueryOnInit(), strict=strict
+        ) as sink:
+            return ids(sink.frame())
+
+    with pytest.warns(StaleDataWarning, match="first sync failed"):
+        assert "kept" in asyncio.run(main(strict=False))
+    with pytest.raises(TransportError):
+        asyncio.run(main(strict=True))

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -89,12 +90,13 @@ class SinkContext:
             raise SyncError(f"apply_remote takes Op.UPSERT or Op.DELETE, not {op}")
         with core.write_lock:
             last_sync = core.state_time()
-            state = {
-                "cursor": UNSET if cursor is None else cursor,
-                "last_sync": UNSET if last_sync is None else last_sync,
-            }
+            # the cursor and last sync move with the rows, or stay as they are
+            state = ChangeSet(
+                cursor=UNSET if cursor is None else cursor,
+                last_sync=UNSET if last_sync is None else last_sync,
+            )
             if op is Op.DELETE:
-                change = ChangeSet(delete=core.key_tuples(frame), **state)  # type: ignore[arg-type]
+                change = replace(state, delete=core.key_tuples(frame))
                 return core.commit(change, default_events(Source.REMOTE)).deleted
             gone: list[tuple[Any, ...]] = []
             if snapshot is not False:
@@ -102,7 +104,7 @@ class SinkContext:
                 scope = None if snapshot is True else snapshot
                 stored = core.table.query(scope) if scope else core.table.read_all()
                 gone = vanished_keys(core.spec.key, stored, fetched)
-            change = ChangeSet(upsert=frame, delete=gone, **state)  # type: ignore[arg-type]
+            change = replace(state, upsert=frame, delete=gone)
             written = core.commit(change, default_events(Source.REMOTE)).upserted
             if written.height:
                 core.received = True
