@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from hubkit.entity import EntitySpec
     from hubkit.store import Store, TableStore
 
-__all__ = ["CLOSE_TIMEOUT", "Core", "Parts", "utcnow"]
+__all__ = ["CLOSE_TIMEOUT", "Core", "Parts", "PolicyTraits", "utcnow"]
 
 # How long close() waits for a running sync step and for the final outbox push.
 CLOSE_TIMEOUT: Final = 5.0
@@ -56,6 +56,33 @@ class Parts:
     table: TableStore
     cache: FrameCache | None
     owns_cache: bool
+
+
+PolicyStep = Callable[[Any], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class PolicyTraits:
+    """The optional members of a ``SyncPolicy`` (see its docstring), read once: a policy
+    that does not define one gets the default."""
+
+    pushes_local_writes: bool = False
+    waits_for_first_sync: bool = False
+    start: PolicyStep | None = None
+    flush: PolicyStep | None = None
+
+    @classmethod
+    def of(cls, policy: SyncPolicy | None) -> PolicyTraits:
+        if policy is None:
+            return cls()
+        start = getattr(policy, "start", None)
+        flush = getattr(policy, "flush", None)
+        return cls(
+            pushes_local_writes=bool(getattr(policy, "pushes_local_writes", False)),
+            waits_for_first_sync=bool(getattr(policy, "waits_for_first_sync", False)),
+            start=start if callable(start) else None,
+            flush=flush if callable(flush) else None,
+        )
 
 
 EventsOf = Callable[["Applied"], Sequence[Change]]
@@ -99,7 +126,8 @@ class Core:
         self.loop = bridge.loop
         self.name = name
         self.events = Events(name, bridge.loop)
-        self.pushes = bool(getattr(policy, "pushes_local_writes", False))
+        self.traits = PolicyTraits.of(policy)
+        self.pushes = self.traits.pushes_local_writes
         self.write_lock = threading.RLock()  # store write + cache update + event queueing
         self.lock = threading.Lock()  # the small mutable state below
         self.sync_status = SyncStatus.OUT_OF_SYNC

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from hubkit.bridge import get_bridge, run_sync_in_worker
 from hubkit.errors import HubkitError, StaleDataWarning
-from hubkit.sink._core import Core, Parts
+from hubkit.sink._core import Core, Parts, PolicyTraits
 from hubkit.sink.sink import Sink
 from hubkit.types import Connection, OutboxEntry, SyncPolicy, SyncState
 
@@ -258,7 +258,7 @@ def _build(
     policy: SyncPolicy | None,
     name: str | None,
 ) -> Sink:
-    if getattr(policy, "pushes_local_writes", False) and connection is None:
+    if PolicyTraits.of(policy).pushes_local_writes and connection is None:
         raise ValueError(f"{type(policy).__name__} pushes local writes and needs a connection")
     core = Core(
         parts,

@@ -37,14 +37,13 @@ class Runner:
         core.sync_lock = asyncio.Lock()
         core.conn_lock = asyncio.Lock()
         core.reconnect_lock = asyncio.Lock()
-        if getattr(core.policy, "waits_for_first_sync", False):
+        if core.traits.waits_for_first_sync:
             core.first_sync = asyncio.get_running_loop().create_future()
         if core.connection is not None:
             self._route_connection_errors(core.connection)
             await core.connection.connect()
-        start = getattr(core.policy, "start", None)
-        if callable(start):
-            await start(self.ctx)
+        if core.traits.start is not None:
+            await core.traits.start(self.ctx)
         self._start_policy()
 
     async def first_sync(self, timeout: float | None) -> HubkitError | None:
@@ -248,8 +247,8 @@ class Runner:
 
     async def _flush(self, timeout: float) -> None:
         core = self.core
-        flush = getattr(core.policy, "flush", None)
-        if not (core.pushes and callable(flush) and core.pending):
+        flush = core.traits.flush
+        if not (core.pushes and flush is not None and core.pending):
             return
         connection = core.connection
         if connection is None or not connection.is_connected:
