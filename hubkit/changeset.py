@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -102,10 +102,10 @@ class ChangeSet:
 @dataclass(frozen=True)
 class Applied:
     """What ``TableStore.apply`` committed: ``upserted`` (the normalised rows written, in the
-    entity's schema) and ``deleted`` (the rows that existed and were removed)."""
+    entity's schema), ``deleted`` (the rows that existed and were removed), and how many
+    outbox entries were added and asked to be removed (``outbox_done`` ids)."""
 
     upserted: pl.DataFrame
     deleted: pl.DataFrame
     outbox_added: int = 0
     outbox_removed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
