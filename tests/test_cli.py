@@ -11,12 +11,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import polars as pl
 import pytest
+from cli_helpers import sim_env
 
 from hubkit import load
 from hubkit.cli import main
@@ -25,6 +25,7 @@ from hubkit.inventory import inventory
 from hubkit.testing import BybitSimulator
 
 pytestmark = pytest.mark.timeout(120)
+pytest_plugins = ["cli_fixtures"]  # the `pointed` fixture
 
 COMMANDS = ("demo", "load", "sync", "simulate", "status")
 
@@ -42,21 +43,6 @@ def hubkit(
         timeout=timeout,
         check=False,
     )
-
-
-def sim_env(sim: BybitSimulator) -> dict[str, str]:
-    return {"HUBKIT_BYBIT_REST_URL": sim.rest_url, "HUBKIT_BYBIT_WS_URL": sim.ws_url}
-
-
-@pytest.fixture
-def pointed(
-    bybit_sim: BybitSimulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[BybitSimulator]:
-    """The simulator, with hubkit's URLs and home pointed at it for in-process commands."""
-    for name, value in sim_env(bybit_sim).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("HUBKIT_HOME", str(tmp_path / "home"))
-    yield bybit_sim
 
 
 # -- parsing -------------------------------------------------------------------------------------
@@ -296,7 +282,7 @@ def test_load_columns_option(pointed: BybitSimulator, capsys: pytest.CaptureFixt
     assert names == frame.columns
     assert main(["load", "instruments", "--columns", "symbl"]) == 1
     err = capsys.readouterr().err
-    assert "--columns: no column 'symbl' (did you mean symbol or" in err
+    assert "--columns: no column 'symbl' (did you mean symbol?)" in err
 
 
 def test_load_writes_parquet_and_csv(pointed: BybitSimulator, tmp_path: Path) -> None:

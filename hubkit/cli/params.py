@@ -127,12 +127,11 @@ def symbols_of(params: Mapping[str, Any]) -> list[str]:
 
 
 def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
-    """Up to ``n`` of ``candidates`` that look like ``word`` (difflib), best first; a
-    candidate one typing slip away (``is_typo``) comes first even when difflib ranks it low."""
+    """Up to ``n`` of ``candidates`` that look like ``word``: those one typing slip away
+    (``is_typo``; difflib ranks a swap such as ``fro``/``for`` low), else difflib's best."""
     pool = list(dict.fromkeys(candidates))
-    found = [c for c in pool if is_typo(word, c)]
-    found += [c for c in difflib.get_close_matches(word, pool, n=n, cutoff=0.6) if c not in found]
-    return found[:n]
+    slips = [c for c in pool if is_typo(word, c)]
+    return slips[:n] if slips else difflib.get_close_matches(word, pool, n=n, cutoff=0.6)
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
