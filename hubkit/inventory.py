@@ -2,13 +2,16 @@
 
 ::
 
-    from hubkit.inventory import inventory
+    from hubkit.inventory import store_inventory
 
-    found = inventory("data.db")            # a Store, a path or a SQLAlchemy URL
+    found = store_inventory("data.db")      # a Store, a path or a SQLAlchemy URL
     for table in found.tables:              # sorted by name
         table.name, table.rows, table.last_sync, table.cursor, table.pending
         table.key, table.columns            # the schema recorded when the table was created
     found.table("bybit_instrument")         # -> TableInventory (KeyError when absent)
+
+(The function is not called ``inventory``: a package attribute named like its submodule is
+replaced by the submodule once that is imported.)
 
 Promises:
 
@@ -41,7 +44,7 @@ from hubkit.errors import StoreError
 if TYPE_CHECKING:
     from hubkit.store import Store
 
-__all__ = ["ColumnInventory", "Inventory", "TableInventory", "inventory"]
+__all__ = ["ColumnInventory", "Inventory", "TableInventory", "store_inventory"]
 
 # The names and layout of the two tables hubkit keeps beside the entity tables (described in
 # the store's module docstring): one sync-state row per table, one outbox row per local write.
@@ -106,7 +109,7 @@ class Inventory:
         raise KeyError(f"no hubkit table {name!r} in {self.url} (tables: {known})")
 
 
-def inventory(store: Store | str | os.PathLike[str] | sa.URL | None = None) -> Inventory:
+def store_inventory(store: Store | str | os.PathLike[str] | sa.URL | None = None) -> Inventory:
     """List the hubkit tables of ``store``: a ``hubkit.Store`` (read through its engine, left
     open), a file path or SQLAlchemy URL (read with a connection of its own, closed on
     return), or ``None`` for the default store. Blocking; read-only.

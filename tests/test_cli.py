@@ -21,7 +21,7 @@ from cli_helpers import sim_env
 from hubkit import load
 from hubkit.cli import main
 from hubkit.cli.params import parse_duration, parse_params
-from hubkit.inventory import inventory
+from hubkit.inventory import store_inventory
 from hubkit.testing import BybitSimulator
 
 pytestmark = pytest.mark.timeout(120)
@@ -138,7 +138,7 @@ def test_demo_runs_and_says_where_the_data_is(
     assert f"data: {folders[0]}" in out
     for text in ("bybit_instrument", "bybit_public_trade_linear", "trades/s", "linear", "spot"):
         assert text in out
-    rows = {t.name: t.rows for t in inventory(folders[0] / "hubkit.db")}
+    rows = {t.name: t.rows for t in store_inventory(folders[0] / "hubkit.db")}
     assert (rows["bybit_instrument"] or 0) > 0
     assert (rows["bybit_public_trade_linear"] or 0) > 0
 
@@ -220,7 +220,7 @@ def _stored_rows(store: Path) -> int:
     if not store.exists():
         return 0
     try:
-        found = inventory(store)
+        found = store_inventory(store)
     except Exception:  # the file is being created
         return 0
     return sum(t.rows or 0 for t in found if t.name == "bybit_public_trade_linear")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hubkit import Store, StoreError, reflect
-from hubkit.inventory import ColumnInventory, inventory
+from hubkit.inventory import ColumnInventory, store_inventory
 from hubkit.store import OutboxWrite
 
 
@@ -48,7 +48,7 @@ def store_file(tmp_path: Path) -> Path:
 
 
 def test_lists_every_table_with_rows_sync_state_outbox_and_schema(store_file: Path) -> None:
-    found = inventory(store_file)
+    found = store_inventory(store_file)
     assert found.url == f"sqlite:///{store_file.resolve()}"
     assert found.names() == ["notes", "tags"]
     notes = found.table("notes")
@@ -66,14 +66,14 @@ def test_lists_every_table_with_rows_sync_state_outbox_and_schema(store_file: Pa
 
 def test_takes_an_open_store_and_leaves_it_open(store_file: Path) -> None:
     with Store(store_file) as store:
-        assert inventory(store).table("notes").rows == 3
+        assert store_inventory(store).table("notes").rows == 3
         assert store.table(reflect(Tag, "name"), name="tags").count() == 0  # still usable
 
 
 def test_a_missing_file_is_an_error_and_is_not_created(tmp_path: Path) -> None:
     missing = tmp_path / "nothing.db"
     with pytest.raises(StoreError, match=f"no store at {re.escape(str(missing))}$"):
-        inventory(missing)
+        store_inventory(missing)
     assert not missing.exists()
 
 
@@ -81,7 +81,7 @@ def test_a_database_without_hubkit_tables_is_empty(tmp_path: Path) -> None:
     other = tmp_path / "other.db"
     with sqlite3.connect(other) as conn:
         conn.execute("create table people (name text)")
-    found = inventory(other)
+    found = store_inventory(other)
     assert len(found) == 0 and found.tables == ()
     with pytest.raises(KeyError, match="no hubkit table 'people'"):
         found.table("people")
@@ -90,10 +90,10 @@ def test_a_database_without_hubkit_tables_is_empty(tmp_path: Path) -> None:
 def test_a_dropped_table_is_listed_as_missing(store_file: Path) -> None:
     with sqlite3.connect(store_file) as conn:
         conn.execute("drop table tags")
-    assert inventory(store_file).table("tags").rows is None
+    assert store_inventory(store_file).table("tags").rows is None
 
 
 def test_changes_nothing(store_file: Path) -> None:
     before = store_file.read_bytes()
-    inventory(store_file)
+    store_inventory(store_file)
     assert store_file.read_bytes() == before

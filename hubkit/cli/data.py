@@ -121,10 +121,10 @@ def run_load(args: argparse.Namespace, out: TextIO) -> int:
 def run_status(args: argparse.Namespace, out: TextIO) -> int:
     """List the store's tables with rows, last sync and pending pushes."""
     from hubkit import StoreError
-    from hubkit.inventory import inventory
+    from hubkit.inventory import store_inventory
 
     try:
-        found = inventory(store_for(args.store, create=False))
+        found = store_inventory(store_for(args.store, create=False))
     except StoreError as exc:
         raise CommandError(str(exc)) from exc
     print(f"store: {location(found.url)}", file=out)

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
+from hubkit.cli.data import STORE_HELP
 from hubkit.cli.names import checking_symbols, dataset_named, store_for
 from hubkit.cli.params import (
     EXIT_OK,
@@ -48,8 +49,6 @@ _MIN_EVERY_S: Final = 0.1
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``hubkit sync`` (``--for`` is checked after parsing, so that a typo
     such as ``--fro`` is reported as the unknown option it is)."""
-    from hubkit.cli.data import STORE_HELP
-
     parser.add_argument("name", metavar="NAME", help="dataset name")
     parser.add_argument(
         "params", nargs="*", metavar="KEY=VALUE", help="dataset parameters (or --key value)"
