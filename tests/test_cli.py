@@ -227,7 +227,7 @@ def _stored_rows(store: Path) -> int:
 
 
 def test_sync_a_rest_dataset(pointed: BybitSimulator, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["sync", "instruments", "category=linear", "--for", "1s", "--every", "0.4s"]) == 0
+    assert main(["sync", "instruments", "category=linear", "--for", "4s", "--every", "0.2s"]) == 0
     out = capsys.readouterr().out.strip()
     assert out.startswith("synced instruments ")
     rounds = int(out.split()[2])

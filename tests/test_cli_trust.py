@@ -79,6 +79,21 @@ def test_sync_of_a_rest_dataset_exits_1_when_its_writes_fail(
     assert line.startswith("hubkit sync: error: ") and "readonly" in line
 
 
+def test_a_rest_sync_that_falls_back_to_stored_rows_fails(
+    pointed: BybitSimulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``load`` may answer from the store when ByBit is down; a scheduled sync may not."""
+    store = str(tmp_path / "t.db")
+    assert main(["sync", "tickers", "--for", "0.1s", "--store", store]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("HUBKIT_BYBIT_REST_URL", "http://127.0.0.1:1")
+    line = _failure(["sync", "tickers", "--for", "0.1s", "--store", store], capsys)
+    assert line.startswith("hubkit sync: error: dataset 'tickers' could not be synced")
+
+
 # -- a sync is recorded ----------------------------------------------------------------------
 
 
@@ -98,6 +113,11 @@ def test_rest_sync_records_its_time_for_status_and_load(
 
 
 # -- mistakes are named ------------------------------------------------------------------------
+
+
+def test_a_mistyped_command_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    line = _usage_error(["stauts", "--store", "x.db"], capsys)
+    assert line.startswith("hubkit: error: unknown command 'stauts' (did you mean status?)")
 
 
 def test_a_mistyped_option_is_named(capsys: pytest.CaptureFixture[str]) -> None:

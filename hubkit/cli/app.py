@@ -149,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _options(*parsers: argparse.ArgumentParser) -> list[str]:
+    """The long options the parsers define (argparse lists them only in ``_actions``)."""
     return [s for p in parsers for a in p._actions for s in a.option_strings if s.startswith("--")]
 
 
@@ -157,10 +158,17 @@ def _parse(
     children: Mapping[str, argparse.ArgumentParser],
     argv: Sequence[str],
 ) -> argparse.Namespace:
-    """Parse ``argv``. ``load``/``sync`` take unknown ``--key value`` options as dataset
-    parameters, unless the key is one slip away from one of the command's own options
-    (``--fro`` for ``--for``). Any other unknown option is a usage error that names it and
-    suggests the close matches (exit 2)."""
+    """Parse ``argv``. An unknown command is named with its close matches. ``load`` and
+    ``sync`` take unknown ``--key value`` options as dataset parameters, unless the key is
+    one slip away from one of the command's own options (``--fro`` for ``--for``). Any
+    other unknown option is a usage error that names it and suggests the close matches
+    (exit 2)."""
+    word = next((w for w in argv if not w.startswith("-")), None)
+    if word is not None and word not in _BY_NAME:
+        names = list(_BY_NAME)
+        parser.error(
+            f"unknown command {word!r}{did_you_mean(word, names)} (commands: {', '.join(names)})"
+        )
     args, extra = parser.parse_known_args(argv)
     command = _BY_NAME[args.command]
     child = children[command.name]
