@@ -82,9 +82,9 @@ COMMANDS: Final = (
     Command(
         "simulate",
         help="run a ByBit v5 simulator (REST + WebSocket) until Ctrl-C",
-        description="Serve a ByBit v5 compatible public API on 127.0.0.1 until Ctrl-C or\n"
-        "SIGTERM (exit status 130); prints its URLs and the environment lines that point\n"
-        "hubkit at it.",
+        description="Serve a ByBit v5 compatible public API on 127.0.0.1 until Ctrl-C (exit\n"
+        "status 130) or SIGTERM (exit status 0); prints its URLs and the environment lines\n"
+        "that point hubkit at it.",
         add_arguments=simulate.add_arguments,
         run=simulate.run,
     ),

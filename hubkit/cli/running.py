@@ -16,20 +16,29 @@ from hubkit.cli.output import first_line
 if TYPE_CHECKING:
     from hubkit.types import Change
 
-__all__ = ["ErrorLog", "RowCounter", "signals_as_interrupt", "wait"]
+__all__ = ["ErrorLog", "Interrupted", "RowCounter", "signals_as_interrupt", "wait"]
+
+
+class Interrupted(KeyboardInterrupt):
+    """``KeyboardInterrupt`` raised by ``signals_as_interrupt``; ``signum`` says which
+    signal (a command may end differently when asked to stop than when interrupted)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 @contextlib.contextmanager
 def signals_as_interrupt(*signals: signal.Signals) -> Iterator[None]:
-    """Raise ``KeyboardInterrupt`` in the main thread on these signals (SIGTERM is what
-    schedulers send to stop a job; SIGINT is ignored in background jobs of a script unless
-    a handler is installed)."""
+    """Raise ``Interrupted`` (a ``KeyboardInterrupt``) in the main thread on these signals
+    (SIGTERM is what schedulers send to stop a job; SIGINT is ignored in background jobs of
+    a script unless a handler is installed)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+        raise Interrupted(signum)
 
     previous: dict[signal.Signals, Any] = {}
     try:

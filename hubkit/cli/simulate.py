@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 from typing import TextIO
 
-from hubkit.cli.params import EXIT_INTERRUPTED, param_value, positive_float, symbols_of
-from hubkit.cli.running import wait
+from hubkit.cli.params import EXIT_INTERRUPTED, EXIT_OK, param_value, positive_float, symbols_of
+from hubkit.cli.running import Interrupted, wait
 
 __all__ = ["add_arguments", "run"]
 
@@ -31,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    """Serve until interrupted: Ctrl-C or SIGTERM stops the simulator cleanly, prints
-    ``stopping`` and returns 130, the status of every interrupted command."""
+    """Serve until stopped; either way the simulator stops cleanly and prints ``stopping``.
+    Ctrl-C returns 130, the status of every interrupted command; SIGTERM, how a service
+    manager or a test harness asks it to stop, returns 0."""
     from hubkit.testing import BybitSimulator
 
     symbols = symbols_of({"symbols": param_value(args.symbols)}) if args.symbols else None
@@ -51,8 +53,10 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         print(f"  export HUBKIT_BYBIT_REST_URL={sim.rest_url}", file=out)
         print(f"  export HUBKIT_BYBIT_WS_URL={sim.ws_url}", file=out)
         print("press Ctrl-C to stop", file=out, flush=True)
+        asked = False
         try:
             wait(math.inf)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             print("stopping", file=out, flush=True)
-    return EXIT_INTERRUPTED
+            asked = isinstance(stop, Interrupted) and stop.signum == signal.SIGTERM
+    return EXIT_OK if asked else EXIT_INTERRUPTED
