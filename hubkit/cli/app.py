@@ -38,6 +38,7 @@ class Command:
     epilog: str = ""
     takes_params: bool = False
     required: tuple[str, ...] = ()
+    usage: str | None = None  # when argparse's own would show a required option as optional
 
 
 COMMANDS: Final = (
@@ -78,6 +79,8 @@ COMMANDS: Final = (
         run=sync.run,
         takes_params=True,
         required=("--for",),
+        usage="%(prog)s [-h] --for DURATION [--every INTERVAL] [--store STORE]\n"
+        "                   NAME [KEY=VALUE ...]",
     ),
     Command(
         "simulate",
@@ -135,6 +138,7 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
             help=command.help,
             description=command.description,
             epilog=command.epilog or None,
+            usage=command.usage,
             formatter_class=fmt,
             allow_abbrev=False,
         )
