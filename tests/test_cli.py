@@ -11,17 +11,21 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import polars as pl
 import pytest
+from cli_helpers import sim_env
 
-from hubkit.cli import main, parse_duration, parse_params, read_store_tables
+from hubkit import load
+from hubkit.cli import main
+from hubkit.cli.params import parse_duration, parse_params
+from hubkit.inventory import store_inventory
 from hubkit.testing import BybitSimulator
 
 pytestmark = pytest.mark.timeout(120)
+pytest_plugins = ["cli_fixtures"]  # the `pointed` fixture
 
 COMMANDS = ("demo", "load", "sync", "simulate", "status")
 
@@ -39,21 +43,6 @@ def hubkit(
         timeout=timeout,
         check=False,
     )
-
-
-def sim_env(sim: BybitSimulator) -> dict[str, str]:
-    return {"HUBKIT_BYBIT_REST_URL": sim.rest_url, "HUBKIT_BYBIT_WS_URL": sim.ws_url}
-
-
-@pytest.fixture
-def pointed(
-    bybit_sim: BybitSimulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[BybitSimulator]:
-    """The simulator, with hubkit's URLs and home pointed at it for in-process commands."""
-    for name, value in sim_env(bybit_sim).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("HUBKIT_HOME", str(tmp_path / "home"))
-    yield bybit_sim
 
 
 # -- parsing -------------------------------------------------------------------------------------
@@ -149,8 +138,7 @@ def test_demo_runs_and_says_where_the_data_is(
     assert f"data: {folders[0]}" in out
     for text in ("bybit_instrument", "bybit_public_trade_linear", "trades/s", "linear", "spot"):
         assert text in out
-    _, tables = read_store_tables(str(folders[0] / "hubkit.db"))
-    rows = {t.name: t.rows for t in tables}
+    rows = {t.name: t.rows for t in store_inventory(folders[0] / "hubkit.db")}
     assert (rows["bybit_instrument"] or 0) > 0
     assert (rows["bybit_public_trade_linear"] or 0) > 0
 
@@ -232,14 +220,14 @@ def _stored_rows(store: Path) -> int:
     if not store.exists():
         return 0
     try:
-        _, tables = read_store_tables(str(store))
+        found = store_inventory(store)
     except Exception:  # the file is being created
         return 0
-    return sum(t.rows or 0 for t in tables if t.name == "bybit_public_trade_linear")
+    return sum(t.rows or 0 for t in found if t.name == "bybit_public_trade_linear")
 
 
 def test_sync_a_rest_dataset(pointed: BybitSimulator, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["sync", "instruments", "category=linear", "--for", "1s", "--every", "0.4s"]) == 0
+    assert main(["sync", "instruments", "category=linear", "--for", "4s", "--every", "0.2s"]) == 0
     out = capsys.readouterr().out.strip()
     assert out.startswith("synced instruments ")
     rounds = int(out.split()[2])
@@ -260,11 +248,41 @@ def test_sync_rest_dataset_unreachable(
 # -- load and status -----------------------------------------------------------------------------
 
 
-def test_load_prints_the_head(pointed: BybitSimulator, capsys: pytest.CaptureFixture[str]) -> None:
+def _printed(out: str) -> tuple[list[str], list[list[str]]]:
+    """Header names and data cells of the Polars table in ``out``."""
+    lines = [line for line in out.splitlines() if line.startswith("│")]
+    cells = [[c.strip() for c in line.strip("│").split("┆")] for line in lines]
+    return cells[0], cells[3:]  # names, "---", dtypes, then the rows
+
+
+def test_load_prints_the_head_readably(
+    pointed: BybitSimulator, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["load", "instruments", "category=linear", "--rows", "3"]) == 0
     out = capsys.readouterr().out
-    assert "BTCUSDT" in out or "shape: (3," in out
-    assert "rows x" in out
+    frame = load("instruments", category="linear")  # fresh: the rows just printed
+    names, rows = _printed(out)
+    assert names[:2] == ["category", "symbol"]  # the key first
+    assert 5 <= len(names) < frame.width
+    assert set(names) <= set(frame.columns)  # every header whole, none cut to 3 letters
+    assert all(len(line) <= 160 for line in out.splitlines())
+    head = frame.head(3)
+    assert [row[:3] for row in rows] == [list(r) for r in head.select(names[:3]).iter_rows()]
+    hidden = frame.width - len(names)
+    assert f"{frame.height} rows x {frame.width} columns; {hidden} more not shown" in out
+
+
+def test_load_columns_option(pointed: BybitSimulator, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["load", "instruments", "category=linear", "--columns", "symbol,tick_size"]) == 0
+    names, rows = _printed(capsys.readouterr().out)
+    assert names == ["symbol", "tick_size"] and len(rows) == 10
+    assert main(["load", "instruments", "category=linear", "--columns", "all", "--rows", "1"]) == 0
+    frame = load("instruments", category="linear")
+    names, _ = _printed(capsys.readouterr().out)
+    assert names == frame.columns
+    assert main(["load", "instruments", "--columns", "symbl"]) == 1
+    err = capsys.readouterr().err
+    assert "--columns: no column 'symbl' (did you mean symbol?)" in err
 
 
 def test_load_writes_parquet_and_csv(pointed: BybitSimulator, tmp_path: Path) -> None:
@@ -331,7 +349,8 @@ def test_simulate_serves_until_interrupted() -> None:
         answer = httpx.get(f"{rest_url}/v5/market/time", timeout=10).json()
         assert answer["retCode"] == 0
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=30) == 130  # README: "130 interrupted"
+        assert proc.stdout.read().strip().endswith("stopping")
     finally:
         if proc.poll() is None:
             proc.kill()

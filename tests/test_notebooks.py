@@ -178,10 +178,9 @@ def test_scheduled_sync_with_papermill_parameters(
     assert store.exists()
 
     # the rows really are in the store the parameters named
-    from hubkit.cli import read_store_tables
+    from hubkit.inventory import store_inventory
 
-    _, tables = read_store_tables(str(store))
-    assert {t.name: t.rows for t in tables}["bybit_public_trade_linear"]
+    assert {t.name: t.rows for t in store_inventory(store)}["bybit_public_trade_linear"]
 
 
 def test_scheduled_sync_of_a_rest_dataset(pointed_env: dict[str, str], tmp_path: Path) -> None:

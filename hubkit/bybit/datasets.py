@@ -174,6 +174,17 @@ def _tickers_read(table: TableStore, params: Mapping[str, Any]) -> pl.DataFrame:
 # -- klines -------------------------------------------------------------------------------------
 
 
+def _time(name: str, value: Any) -> int:
+    """``to_ms(value)``; a value that is not a time is refused naming its parameter."""
+    try:
+        return to_ms(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(
+            f"dataset 'klines': {name}={value!r} is not a time ({exc}); give a date or time "
+            "such as 2024-01-01 or 2024-01-01T12:00:00Z, or ms since the epoch"
+        ) from None
+
+
 def _klines_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
     _known(params, ("symbol", "interval", "start", "end", "category"), "klines")
     interval = str(_required(params, "interval", "klines"))
@@ -182,8 +193,8 @@ def _klines_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
     return {
         "symbol": str(_required(params, "symbol", "klines")),
         "interval": interval,
-        "start": to_ms(_required(params, "start", "klines")),
-        "end": None if end is None else to_ms(end),
+        "start": _time("start", _required(params, "start", "klines")),
+        "end": None if end is None else _time("end", end),
         "category": _category(params.get("category", "linear"), allow_option=False),
     }
 
