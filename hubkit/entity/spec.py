@@ -1,0 +1,344 @@
+"""``EntitySpec``: how one dataclass maps to columns, frames and wire objects."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import polars as pl
+
+from hubkit.entity.column import MISSING, Column
+from hubkit.entity.decode import WireDecoder, decode_error, wire_get, wire_series, wire_value
+from hubkit.entity.rows import Node, build_plan, value_getter
+from hubkit.entity.values import as_utc, check_nulls, conform, to_python, typed_series
+from hubkit.errors import DecodeError, ValidationError
+
+__all__ = ["EntitySpec"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EntitySpec:
+    """How one dataclass maps to columns, frames and wire objects. Build with ``reflect``.
+
+    Immutable and safe to share between threads.
+    """
+
+    cls: type
+    table: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]  # column names
+
+    # Derived in __post_init__ from the fields above; not part of equality or the repr.
+    _root: Node = dataclasses.field(init=False, repr=False, compare=False)
+    _getters: tuple[Callable[[Any], Any], ...] = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
+    _by_name: Mapping[str, Column] = dataclasses.field(init=False, repr=False, compare=False)
+    _plain_dtypes: list[pl.DataType] | None = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
+    _required: tuple[int, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    _wire_decoder: WireDecoder | None = dataclasses.field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        # The dataclass is frozen: derived attributes are set once, here, and never again
+        # (except the wire decoder, built on first use).
+        derive = functools.partial(object.__setattr__, self)
+        derive(
+            "_root",
+            build_plan(self.cls, {c.attr_path: i for i, c in enumerate(self.columns)}, (), False),
+        )
+        nested = {c.name for c in self.columns if len(c.attr_path) > 1}
+        derive("_getters", tuple(value_getter(c, c.name in nested) for c in self.columns))
+        derive("_by_name", {c.name: c for c in self.columns})
+        # A frame already in this schema needs only a null check when no column's values
+        # need checking beyond their dtype (decimal text, enum members and JSON text do).
+        plain = all(c.kind not in ("decimal", "enum", "json") for c in self.columns)
+        derive("_plain_dtypes", [c.dtype for c in self.columns] if plain else None)
+        derive("_required", tuple(i for i, c in enumerate(self.columns) if not c.nullable))
+
+    # -- shape --------------------------------------------------------------------------
+
+    @property
+    def schema(self) -> pl.Schema:
+        """The Polars schema of every frame this spec returns (column order = ``columns``)."""
+        return pl.Schema({c.name: c.dtype for c in self.columns})
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Column names in order."""
+        return tuple(c.name for c in self.columns)
+
+    def column(self, name: str) -> Column:
+        """The column called ``name``; ``ValidationError`` if there is none."""
+        col: Column | None = self._by_name.get(name)
+        if col is None:
+            raise ValidationError(
+                f"{self.cls.__name__} has no column {name!r} (columns: {', '.join(self.names)})",
+                column=name,
+            )
+        return col
+
+    @property
+    def fingerprint(self) -> str:
+        """A stable hash of (column name, kind, nullable) for each column, plus the key.
+
+        It changes exactly when stored rows would no longer read back as this entity.
+        """
+        return hashlib.sha256(msgspec.json.encode(self.describe())).hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        """The facts the fingerprint covers, as JSON-ready data."""
+        cols = [
+            [c.name, c.kind if c.dtype != pl.Int64 or c.kind != "enum" else "enum:int", c.nullable]
+            for c in self.columns
+        ]
+        return {"columns": cols, "key": list(self.key)}
+
+    def empty(self) -> pl.DataFrame:
+        """A frame with no rows and this spec's schema."""
+        return pl.DataFrame(schema=self.schema)
+
+    # -- frames -------------------------------------------------------------------------
+
+    def to_frame(self, rows: Iterable[object] | pl.DataFrame) -> pl.DataFrame:
+        """Entities, dict rows or a frame -> a frame with exactly ``schema``.
+
+        Dict rows may be keyed by column names or by field names (with nested dicts for
+        nested dataclasses). A frame must use column names; missing nullable columns are
+        filled with nulls. Raises ``ValidationError`` naming the column and value for an
+        unknown or missing column, a value of the wrong type, a null in a non-nullable
+        column or a naive datetime; nothing of the batch is kept in that case.
+        """
+        if isinstance(rows, pl.DataFrame):
+            return self._frame_from_frame(rows)
+        items = rows if isinstance(rows, list) else list(rows)
+        if not items:
+            return self.empty()
+        series = []
+        getters: tuple[Callable[[Any], Any], ...] = self._getters
+        cls = self.cls
+        for item in items:
+            if not isinstance(item, cls | Mapping):
+                raise ValidationError(
+                    f"cannot store {item!r}: expected {cls.__name__} instances or dict rows"
+                )
+        for col, get in zip(self.columns, getters, strict=True):
+            try:
+                values = [get(o) for o in items]
+            except AttributeError as exc:
+                raise ValidationError(f"column {col.name!r}: {exc}", column=col.name) from None
+            if MISSING in values:
+                if not col.nullable:
+                    row = values.index(MISSING)
+                    raise ValidationError(
+                        f"column {col.name!r} is not nullable but row {row} has no value for it",
+                        column=col.name,
+                    )
+                values = [None if v is MISSING else v for v in values]
+            s = typed_series(col, values)
+            check_nulls(col, s)
+            series.append(s)
+        return pl.DataFrame(series)
+
+    def _frame_from_frame(self, df: pl.DataFrame) -> pl.DataFrame:
+        dtypes: list[pl.DataType] | None = self._plain_dtypes
+        if dtypes is not None and df.columns == list(self.names) and df.dtypes == dtypes:
+            # Already this schema (e.g. decoded by from_wire): only nulls can be wrong.
+            if df.height:
+                nulls = df.null_count().row(0)
+                for i in self._required:
+                    if nulls[i]:
+                        check_nulls(self.columns[i], df.to_series(i))
+            return df.clone()
+        unknown = [c for c in df.columns if c not in self._by_name]
+        if unknown:
+            raise ValidationError(
+                f"{self.cls.__name__} has no column {unknown[0]!r} "
+                f"(columns: {', '.join(self.names)})",
+                column=unknown[0],
+            )
+        out: list[pl.Series] = []
+        for col in self.columns:
+            if col.name in df.columns:
+                s = conform(col, df.get_column(col.name))
+            elif col.nullable:
+                s = pl.Series(col.name, [None] * df.height, dtype=col.dtype)
+            else:
+                raise ValidationError(
+                    f"column {col.name!r} is missing from the frame and is not nullable",
+                    column=col.name,
+                )
+            check_nulls(col, s)
+            out.append(s)
+        return pl.DataFrame(out)
+
+    def from_frame(self, df: pl.DataFrame) -> list[Any]:
+        """A frame (any dtypes ``to_frame`` accepts) -> entity instances, in row order.
+
+        Nested dataclasses are rebuilt, enums become members, decimals ``Decimal``,
+        datetimes UTC-aware (``datetime.UTC``), JSON columns Python lists/dicts.
+        """
+        df = self._frame_from_frame(df)
+        converters: list[tuple[int, Callable[[Any], Any]]] = []
+        for i, c in enumerate(self.columns):
+            if c.kind == "decimal":
+                converters.append((i, Decimal))
+            elif c.kind == "enum":
+                converters.append((i, c.py_type))
+            elif c.kind == "json":
+                converters.append((i, msgspec.json.decode))
+            elif c.kind == "datetime":
+                converters.append((i, as_utc))
+        root: Node = self._root
+        out = []
+        for row in df.iter_rows():
+            if converters:
+                values: list[Any] = list(row)
+                for i, conv in converters:
+                    v = values[i]
+                    if v is not None:
+                        values[i] = conv(v)
+                out.append(root.build(values))
+            else:
+                out.append(root.build(row))
+        return out
+
+    def to_entity(self, row: Mapping[str, Any]) -> Any:
+        """A row keyed by column names (frame or Python values) -> an entity instance."""
+        values: list[Any] = []
+        for c in self.columns:
+            if c.name not in row:
+                if not c.nullable:
+                    raise ValidationError(
+                        f"column {c.name!r} is not nullable but the row has no value for it",
+                        column=c.name,
+                    )
+                values.append(None)
+                continue
+            v = to_python(c, row[c.name])
+            if v is None and not c.nullable:
+                raise ValidationError(
+                    f"column {c.name!r} is not nullable but the row has None", column=c.name
+                )
+            values.append(v)
+        root: Node = self._root
+        return root.build(values)
+
+    def to_row(self, entity: Any) -> dict[str, Any]:
+        """An entity -> column-name keyed Python values (datetimes converted to UTC)."""
+        getters: tuple[Callable[[Any], Any], ...] = self._getters
+        row = {}
+        for c, get in zip(self.columns, getters, strict=True):
+            v = get(entity)
+            row[c.name] = None if v is MISSING else to_python(c, v)
+        return row
+
+    def key_of(self, obj: Any) -> tuple[Any, ...]:
+        """An entity, a row (mapping), a key tuple or (single-column key) a scalar -> key tuple."""
+        if isinstance(obj, self.cls):
+            return tuple(self._getters[self.names.index(k)](obj) for k in self.key)
+        if isinstance(obj, Mapping):
+            try:
+                return tuple(obj[k] for k in self.key)
+            except KeyError as exc:
+                raise ValidationError(
+                    f"row has no value for key column {exc.args[0]!r}", column=exc.args[0]
+                ) from None
+        if isinstance(obj, tuple):
+            if len(obj) != len(self.key):
+                raise ValidationError(
+                    f"key {obj!r} has {len(obj)} parts; {self.cls.__name__} keys are "
+                    f"({', '.join(self.key)})",
+                    column=self.key[0],
+                )
+            return obj
+        if len(self.key) != 1:
+            raise ValidationError(
+                f"key {obj!r} is a single value; {self.cls.__name__} keys are "
+                f"({', '.join(self.key)})",
+                column=self.key[0],
+            )
+        return (obj,)
+
+    # -- wire ---------------------------------------------------------------------------
+
+    def from_wire(self, items: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+        """Decode JSON objects (wire keys/paths) into a frame with exactly ``schema``.
+
+        Numeric strings (``"0.10"``) become int/float/decimal values (an int column takes
+        text spelling a whole number, ``"5"``, ``"5.0"``, ``"5e3"``, as it takes the JSON
+        number ``5.0``); integer or numeric string epochs (ms unless ``wire(unit=...)``) and
+        ISO text become UTC datetimes;
+        ``""`` is a missing value for non-text columns. A missing or null value for a
+        non-nullable column, or a value that does not convert, raises ``DecodeError`` whose
+        ``field`` is the wire name and whose message shows the value.
+        """
+        if not items:
+            return self.empty()
+        decoder = self.wire_decoder()
+        try:
+            return decoder.frame(decoder.convert(items))
+        except Exception:
+            pass  # not in the typed shape: the general path decides (and names the field)
+        return self._from_wire_general(items)
+
+    def wire_decoder(self) -> WireDecoder:
+        """The typed decoder of this spec's wire objects (built on first use, then kept)."""
+        decoder = self._wire_decoder
+        if decoder is None:
+            decoder = WireDecoder(self)
+            object.__setattr__(self, "_wire_decoder", decoder)
+        return decoder
+
+    def _from_wire_general(self, items: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+        """``from_wire`` for any input: value by value checks, exact errors."""
+        series = []
+        for col in self.columns:
+            path = col.wire_path
+            if len(path) == 1:
+                k = path[0]
+                raw = [it.get(k, MISSING) for it in items]
+            else:
+                raw = [wire_get(it, path) for it in items]
+            if MISSING in raw:
+                if not col.nullable:
+                    at = raw.index(MISSING)
+                    raise DecodeError(
+                        f"field {col.wire_name!r} (column {col.name!r}) is missing from "
+                        f"object {at} and is not nullable",
+                        field=col.wire_name,
+                        raw=msgspec.json.encode(items[at]).decode()[:500],
+                    )
+                raw = [None if v is MISSING else v for v in raw]
+            s = wire_series(col, raw, items)
+            if not col.nullable and s.null_count():
+                at = int(s.is_null().arg_max() or 0)
+                raise decode_error(col, raw[at], items, "is no value for a non-nullable field")
+            series.append(s.rename(col.name))
+        return pl.DataFrame(series)
+
+    def to_wire(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """A row keyed by column names -> a nested JSON-ready dict keyed by wire paths.
+
+        Decimals become strings, datetimes epoch integers in the column's wire unit, dates
+        ISO text, enums their values, JSON columns Python lists/dicts. Absent columns are
+        left out.
+        """
+        out: dict[str, Any] = {}
+        for c in self.columns:
+            if c.name not in row:
+                continue
+            v = wire_value(c, row[c.name])
+            node = out
+            for p in c.wire_path[:-1]:
+                node = node.setdefault(p, {})
+            node[c.wire_path[-1]] = v
+        return out
