@@ -65,15 +65,18 @@ Rules that hold everywhere:
   and the offending value.
 
 Conversions are column-wise: values are gathered into one Python list per column and
-Polars casts the whole column (``pl.Series(strings).cast(pl.Float64, strict=True)``).
-``from_wire`` first tries a typed path (``EntitySpec.wire_decoder()``): msgspec converts the
-wire objects into Structs shaped like the wire, typed from the columns, and the columns are
-built from those; anything that path does not accept goes through the general conversion,
-which gives the same frame or the same error.
+turned into one Series. Wire values have one conversion (``hubkit.entity.decode``), whatever
+decoded the JSON: msgspec's lax conversion (done while parsing by ``EntitySpec.wire_decoder()``
+for JSON text, or asked of msgspec for objects already in Python), plus the few additions
+``from_wire`` documents for values msgspec refuses.
+
+The package, by job: ``column`` (``Column``, ``wire``), ``reflect`` (hints -> columns),
+``values`` (Python and frame values <-> column dtypes), ``decode`` (wire values -> columns),
+``decoder`` (wire objects -> frames), ``rows`` (entities <-> rows), ``spec`` (``EntitySpec``).
 """
 
 from hubkit.entity.column import KINDS, Column, Wire, wire
-from hubkit.entity.decode import WireDecoder
+from hubkit.entity.decoder import WireDecoder
 from hubkit.entity.reflect import reflect
 from hubkit.entity.spec import EntitySpec
 from hubkit.entity.values import to_frame_value, to_python

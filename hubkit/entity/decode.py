@@ -1,37 +1,78 @@
-"""Wire decoding: JSON objects as a remote sends them -> frames of an entity's schema.
+"""Wire values -> columns: the one conversion every wire decoder of an entity uses.
 
-``WireDecoder`` is the typed path (msgspec Structs shaped like the wire); ``wire_series``
-converts the raw values of one column; ``wire_value`` is the way back (``to_wire``).
+A column's wire values are converted in two steps, whoever decoded the JSON:
+
+1. **msgspec's lax conversion** for the kinds msgspec types (``LAX``): text, integers,
+   floats, booleans, epoch datetimes. ``"0.10"`` -> 0.1, ``"5.0"`` and ``5e3`` -> an int,
+   ``"true"``/``"1"``/``1`` -> True, numeric text in the JSON number grammar. The typed
+   decoder (``WireDecoder``) has msgspec do this while it parses; for JSON objects already in
+   Python, ``decode_column`` asks msgspec for the same conversion, column by column.
+2. **the few additions** msgspec does not make, applied only to values it refused
+   (``_extend``): ``""`` is no value for every non-text column; numbers are text for a text
+   column; fractional or ISO-text datetimes. Anything else is a ``DecodeError`` whose
+   ``field`` is the wire name and whose message shows the value.
+
+Decimal, date, enum and JSON columns have one conversion each here (``_plain_series``),
+whatever decoded the JSON. So the typed and the general way in agree by construction: the
+general way only ever adds step 2 for values step 1 refused.
 """
 
 from __future__ import annotations
 
-import itertools
-import operator
+import math
 import types
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final, TypeAlias
 
 import msgspec
 import polars as pl
 
-from hubkit.entity.column import EPOCH, MISSING, ONE_US, UNITS, UTC_US, Column
-from hubkit.entity.values import bad_decimal, bad_member, first_where, json_text, to_python
+from hubkit.entity.column import (
+    EPOCH,
+    INT64_MAX,
+    INT64_MIN,
+    MISSING,
+    ONE_US,
+    UNITS,
+    UTC_US,
+    Column,
+)
+from hubkit.entity.values import (
+    bad_member,
+    decimal_text,
+    first_where,
+    json_text,
+    to_python,
+)
 from hubkit.errors import DecodeError, ValidationError
 
-if TYPE_CHECKING:
-    from hubkit.entity.spec import EntitySpec
+__all__ = ["LAX", "Fail", "decode_column", "decode_error", "typed_column", "wire_get"]
 
-__all__ = ["WireDecoder", "wire_get", "wire_series", "wire_value"]
+#: What msgspec converts each kind of column to (lax mode). Datetimes arrive as the epoch in
+#: the column's wire unit.
+LAX: Final[Mapping[str, Any]] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "datetime": int,
+}
+_LAX_LISTS: Final[Mapping[str, Any]] = {
+    k: types.GenericAlias(list, (t | None,)) for k, t in LAX.items()
+}
+
+# Below this many rows, epoch datetimes are scaled in Python (fewer Polars calls).
+_SMALL_EPOCHS: Final = 256
+
+Fail: TypeAlias = Callable[[Any, str], DecodeError]
+"""Builds the ``DecodeError`` for a wire value and why it was refused."""
 
 
-# ---------------------------------------------------------------------------------------
-# wire decoding
-
-
-def decode_error(column: Column, value: Any, items: Sequence[Any], why: str) -> DecodeError:
-    raw = next((it for it in items if wire_get(it, column.wire_path) is value), None)
-    text = None if raw is None else msgspec.json.encode(raw).decode()[:500]
+def decode_error(column: Column, value: Any, why: str, item: Any = None) -> DecodeError:
+    """The ``DecodeError`` for ``value`` of ``column``; ``item`` is the wire object it came
+    from (shown, shortened, as ``raw``)."""
+    text = None if item is None else msgspec.json.encode(item).decode()[:500]
     return DecodeError(
         f"field {column.wire_name!r} (column {column.name!r}): {value!r} {why}",
         field=column.wire_name,
@@ -40,6 +81,7 @@ def decode_error(column: Column, value: Any, items: Sequence[Any], why: str) -> 
 
 
 def wire_get(item: Any, path: tuple[str, ...]) -> Any:
+    """The value at ``path`` in a wire object; ``MISSING`` when absent (None below a null)."""
     v = item
     for p in path:
         if not isinstance(v, Mapping):
@@ -50,23 +92,159 @@ def wire_get(item: Any, path: tuple[str, ...]) -> Any:
     return v
 
 
-def epoch_to_utc(s: pl.Series, unit: str) -> pl.Series:
-    if unit == "ns":
-        return (s // 1000).cast(pl.Int64).cast(UTC_US)
-    factor = UNITS[unit]
-    assert factor is not None
-    if s.dtype.is_float():
-        return (s * factor).round().cast(pl.Int64).cast(UTC_US)
-    return (s.cast(pl.Int64) * factor).cast(UTC_US)
+# ---------------------------------------------------------------------------------------
+# one column
 
 
-def wire_series(column: Column, raw: list[Any], items: Sequence[Any]) -> pl.Series:
-    """Raw wire values of one column -> a Series of ``column.dtype``, or ``DecodeError``."""
+def decode_column(column: Column, raw: list[Any], fail: Fail) -> pl.Series:
+    """Raw JSON values of one column (None for null) -> a Series of ``column.dtype``.
+
+    Raises ``DecodeError`` (built by ``fail``) for a value that does not convert or a null in
+    a non-nullable column.
+    """
+    lax = LAX.get(column.kind)
+    if lax is None:
+        s = _plain_series(column, raw, fail)
+    else:
+        try:
+            values = msgspec.convert(raw, _LAX_LISTS[column.kind], strict=False)
+        except msgspec.ValidationError:
+            s = typed_column(column, [_one(column, lax, v, fail) for v in raw], raw, fail, True)
+        else:
+            s = typed_column(column, values, raw, fail, False)
+    _require(column, s, raw, fail)
+    return s
+
+
+def typed_column(
+    column: Column, values: list[Any], raw: Sequence[Any], fail: Fail, micros: bool
+) -> pl.Series:
+    """Values of a ``LAX`` kind after msgspec's conversion -> a Series of ``column.dtype``.
+
+    Datetimes are epochs in the wire unit, or microseconds when ``micros``. ``raw`` are the
+    wire values (same positions), shown in errors.
+    """
     name, kind = column.name, column.kind
+    if kind == "datetime":
+        if not micros:
+            return _epochs(column, values, raw, fail)
+        dtype: Any = UTC_US
+    else:
+        # Polars builds a Series faster from a dtype class than from an equal instance.
+        dtype = type(column.dtype)
+    try:
+        return pl.Series(name, values, dtype=dtype, strict=True)
+    except (TypeError, OverflowError, pl.exceptions.PolarsError):
+        at = next(
+            (i for i, v in enumerate(values) if v is not None and not INT64_MIN <= v <= INT64_MAX),
+            0,
+        )
+        why = "is out of range for a datetime" if kind == "datetime" else f"is not a valid {kind}"
+        raise fail(raw[at], why) from None
 
-    def fail(value: Any, why: str) -> DecodeError:
-        return decode_error(column, value, items, why)
 
+def _epochs(column: Column, values: list[Any], raw: Sequence[Any], fail: Fail) -> pl.Series:
+    """Epochs in the wire unit -> UTC microseconds; ``DecodeError`` for any beyond 64 bits."""
+    factor = UNITS[column.wire_unit]
+    if factor is None:  # nanoseconds: any integer whose microseconds fit
+        low, high = INT64_MIN * 1000, INT64_MAX * 1000
+    else:
+        low, high = INT64_MIN // factor, INT64_MAX // factor
+    if len(values) <= _SMALL_EPOCHS or factor is None:  # few values: scale in Python
+        out: list[int | None] = []
+        for i, v in enumerate(values):
+            if v is None:
+                out.append(None)
+            elif not low <= v <= high:
+                raise fail(raw[i], "is out of range for a datetime")
+            else:
+                out.append(v // 1000 if factor is None else v * factor)
+        return pl.Series(column.name, out, dtype=UTC_US, strict=True)
+    try:
+        s = pl.Series(column.name, values, dtype=pl.Int64, strict=True)
+        lost = (s < low) | (s > high)
+    except (TypeError, OverflowError, pl.exceptions.PolarsError):
+        lost = pl.Series([v is not None and not INT64_MIN <= v <= INT64_MAX for v in values])
+    if lost.any():
+        raise fail(raw[int(lost.arg_max() or 0)], "is out of range for a datetime")
+    return (s * factor).cast(UTC_US)
+
+
+def _one(column: Column, lax: Any, value: Any, fail: Fail) -> Any:
+    """One wire value of a ``LAX`` kind -> its converted value (microseconds for datetimes)."""
+    if value is None:
+        return None
+    try:
+        out = msgspec.convert(value, lax, strict=False)
+    except msgspec.ValidationError:
+        return _extend(column, value, fail)
+    if column.kind == "datetime":
+        factor = UNITS[column.wire_unit]
+        return out // 1000 if factor is None else out * factor
+    return out
+
+
+def _extend(column: Column, value: Any, fail: Fail) -> Any:
+    """What the wire conversion adds to msgspec's, for a value msgspec refused."""
+    kind = column.kind
+    if kind != "str" and isinstance(value, str):
+        if not value:
+            return None  # "" means "no value" for every non-text column
+        if kind != "bool" and value[0] == "+" and value[1:2] not in ("", "+", "-"):
+            return _one(column, LAX[kind], value[1:], fail)  # "+1": an explicit sign
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "str":
+        if number:
+            return repr(value) if isinstance(value, float) else str(value)
+        raise fail(value, "is not text")
+    if kind == "bool":
+        raise fail(value, "is not a boolean")
+    if kind == "float":
+        raise fail(value, "is not a valid float")
+    real = _real(value)
+    if kind == "int":
+        if real is not None and math.isfinite(real) and real != math.floor(real):
+            raise fail(value, "is not a whole number")
+        raise fail(value, "is not a valid int")
+    # datetime: a fractional epoch, or ISO text (read as UTC without an offset)
+    if real is not None:
+        if not math.isfinite(real):
+            raise fail(value, "is not an epoch time or ISO datetime")
+        factor = UNITS[column.wire_unit]
+        # Nanoseconds are truncated to microseconds, as integer ones are; others rounded.
+        return math.floor(real / 1000) if factor is None else round(real * factor)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            return (parsed - EPOCH) // ONE_US
+    raise fail(value, "is not an epoch time or ISO datetime")
+
+
+def _real(value: Any) -> float | None:
+    """``value`` as a float if it is a number or numeric text (msgspec's grammar), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        out: float = msgspec.convert(value, float, strict=False)
+    except msgspec.ValidationError:
+        return None
+    return out
+
+
+def _require(column: Column, s: pl.Series, raw: Sequence[Any], fail: Fail) -> None:
+    if not column.nullable and s.null_count():
+        at = int(s.is_null().arg_max() or 0)
+        raise fail(raw[at], "is no value for a non-nullable field")
+
+
+def _plain_series(column: Column, raw: list[Any], fail: Fail) -> pl.Series:
+    """Decimal, date, enum and JSON wire values -> a Series of ``column.dtype``."""
+    name, kind = column.name, column.kind
     if kind == "json":
         out: list[str | None] = []
         for v in raw:
@@ -75,8 +253,16 @@ def wire_series(column: Column, raw: list[Any], items: Sequence[Any]) -> pl.Seri
             except ValidationError:
                 raise fail(v, "is not a JSON list/object of the declared type") from None
         return pl.Series(name, out, dtype=pl.String)
-    if kind != "str" and "" in raw:  # "" means "no value" for every non-text column
+    if "" in raw:  # "" means "no value" for every non-text column
         raw = [None if isinstance(v, str) and not v else v for v in raw]
+    if kind == "decimal":
+        texts: list[str | None] = []
+        for v in raw:
+            try:
+                texts.append(None if v is None else decimal_text(column, v))
+            except ValidationError:
+                raise fail(v, "is not a decimal number") from None
+        return pl.Series(name, texts, dtype=pl.String)
     try:
         s = pl.Series(name, raw, strict=False)
     except (TypeError, ValueError, pl.exceptions.PolarsError):
@@ -90,104 +276,7 @@ def wire_series(column: Column, raw: list[Any], items: Sequence[Any]) -> pl.Seri
         raise fail(bad, f"is not a {kind} value")
     if dt == pl.Null:
         return s.cast(column.dtype)
-
-    def cast(series: pl.Series, target: pl.DataType) -> pl.Series:
-        try:
-            return series.cast(target, strict=True)
-        except pl.exceptions.PolarsError:
-            lost = series.cast(target, strict=False).is_null() & series.is_not_null()
-            raise fail(first_where(series, lost), f"is not a valid {kind}") from None
-
-    if kind == "str":
-        if dt == pl.String:
-            return s
-        if dt == pl.Boolean:
-            raise fail(first_where(s, s.is_not_null()), "is not text")
-        return s.cast(pl.String)
-    if kind == "float":
-        if dt == pl.Boolean:
-            raise fail(first_where(s, s.is_not_null()), "is not a number")
-        return cast(s, pl.Float64())
-    if kind == "int":
-        if dt == pl.Boolean:
-            raise fail(first_where(s, s.is_not_null()), "is not an integer")
-        if dt == pl.String:
-            try:
-                return s.cast(pl.Int64, strict=True)
-            except pl.exceptions.PolarsError:
-                pass
-            # Text spelling a whole number ("5.0", "5e3") is that integer, as the JSON numbers
-            # 5.0 and 5e3 are (and as the typed path reads them).
-            floats = s.cast(pl.Float64, strict=False)
-            lost = floats.is_null() & s.is_not_null()
-            if lost.any():
-                raise fail(first_where(s, lost), "is not a valid int")
-            frac = floats != floats.floor()
-            if frac.any():
-                raise fail(first_where(s, frac), "is not a whole number")
-            return cast(floats, pl.Int64())
-        if dt.is_float():
-            frac = s != s.floor()
-            if frac.any():
-                raise fail(first_where(s, frac), "is not a whole number")
-        return cast(s, pl.Int64())
-    if kind == "bool":
-        if dt == pl.Boolean:
-            return s
-        if dt == pl.String:
-            out_b = s.str.to_lowercase().replace_strict(
-                {"true": True, "false": False, "1": True, "0": False, "-0": False},
-                default=None,
-                return_dtype=pl.Boolean,
-            )
-        elif dt.is_integer():
-            out_b = s.replace_strict({1: True, 0: False}, default=None, return_dtype=pl.Boolean)
-        else:
-            raise fail(first_where(s, s.is_not_null()), "is not a boolean")
-        lost = out_b.is_null() & s.is_not_null()
-        if lost.any():
-            raise fail(first_where(s, lost), "is not a boolean")
-        return out_b.rename(name)
-    if kind == "decimal":
-        if dt == pl.String:
-            bad = bad_decimal(s)
-            if bad is not MISSING:
-                raise fail(bad, "is not a decimal number")
-            return s
-        if dt.is_numeric():
-            return s.cast(pl.String)
-        raise fail(first_where(s, s.is_not_null()), "is not a decimal number")
-    if kind == "datetime":
-        unit = column.wire_unit
-        if dt.is_integer() or dt.is_float():
-            try:
-                return epoch_to_utc(s, unit).rename(name)
-            except pl.exceptions.PolarsError:
-                raise fail(
-                    first_where(s, s.is_not_null()), "is out of range for a datetime"
-                ) from None
-        if isinstance(dt, pl.Datetime):
-            s = s if dt.time_zone else s.dt.replace_time_zone("UTC")
-            return s.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
-        if dt == pl.String:
-            for target in (pl.Int64(), pl.Float64()):
-                try:
-                    return epoch_to_utc(s.cast(target, strict=True), unit).rename(name)
-                except pl.exceptions.PolarsError:
-                    pass
-            try:
-                return s.str.to_datetime(time_unit="us", time_zone="UTC", strict=True)
-            except pl.exceptions.PolarsError:
-                parsed = s.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
-                numeric = s.cast(pl.Float64, strict=False).is_not_null()
-                lost = parsed.is_null() & s.is_not_null() & ~numeric
-                if not lost.any():  # every value is readable, but as different kinds of time
-                    raise fail(first_where(s, numeric), "mixes epoch and ISO times") from None
-                raise fail(first_where(s, lost), "is not an epoch time or ISO datetime") from None
-        raise fail(first_where(s, s.is_not_null()), "is not a datetime")
     if kind == "date":
-        if dt == pl.Date:
-            return s
         if dt == pl.String:
             parsed = s.str.to_date("%Y-%m-%d", strict=False)
             lost = parsed.is_null() & s.is_not_null()
@@ -197,9 +286,13 @@ def wire_series(column: Column, raw: list[Any], items: Sequence[Any]) -> pl.Seri
         raise fail(first_where(s, s.is_not_null()), "is not a date")
     # enum
     if column.dtype == pl.Int64:
-        s = cast(s, pl.Int64()) if dt != pl.Boolean else s
-        if s.dtype != pl.Int64:
+        if dt == pl.Boolean:
             raise fail(first_where(s, s.is_not_null()), "is not an enum value")
+        try:
+            s = s.cast(pl.Int64, strict=True)
+        except pl.exceptions.PolarsError:
+            lost = s.cast(pl.Int64, strict=False).is_null() & s.is_not_null()
+            raise fail(first_where(s, lost), "is not an enum value") from None
     elif dt != pl.String:
         s = s.cast(pl.String)
     bad = bad_member(column, s)
@@ -209,153 +302,11 @@ def wire_series(column: Column, raw: list[Any], items: Sequence[Any]) -> pl.Seri
 
 
 # ---------------------------------------------------------------------------------------
-# typed wire decoding: the fast path of ``from_wire``
-
-#: What msgspec decodes each kind of column as. These kinds need nothing beyond msgspec's own
-#: checks and conversions (with ``strict=False``: ``"0.10"`` -> 0.1, ``"1"``/``"true"`` ->
-#: True); the other kinds arrive as plain JSON values and take the general column conversion.
-_TYPED: Final[Mapping[str, Any]] = {
-    "str": str,
-    "int": int,
-    "float": float,
-    "bool": bool,
-    "datetime": int,  # epoch in the column's wire unit
-}
-
-
-# Below this many rows, epoch datetimes are scaled in Python (fewer Polars calls).
-_SMALL_EPOCHS: Final = 256
-
-
-class WireDecoder:
-    """Decodes wire objects into typed rows with msgspec, then the rows into a frame.
-
-    Made by ``EntitySpec.wire_decoder()`` (once per spec). A msgspec ``Struct`` type mirrors the
-    wire shape: one field per wire key (nested objects as nested Structs), typed from the
-    column kinds, so msgspec checks and converts text, integers, floats, booleans and epoch
-    datetimes while it parses; decimal, date, enum and JSON columns arrive as plain JSON values
-    and go through the same conversion as ``from_wire``'s general path. ``frame`` then builds
-    each column from one list of values.
-
-    This path accepts a subset of what the general path accepts, and gives the same frame for
-    it. Everything else raises here (a missing or null non-nullable field, ``""`` for a
-    missing number, a number for a text column, ISO datetimes, ...); callers then run the
-    general path, which either converts the value or raises ``DecodeError`` naming the field.
-    Thread-safe.
-    """
-
-    def __init__(self, spec: EntitySpec) -> None:
-        self.spec = spec
-        paths: dict[str, tuple[str, ...]] = {}
-        names = itertools.count()
-        self.row_type = _row_struct(
-            f"{spec.cls.__name__}Wire", [(c.wire_path, c) for c in spec.columns], names, paths
-        )
-        self._list_type = types.GenericAlias(list, (self.row_type,))
-        self._json = msgspec.json.Decoder(self._list_type | self.row_type, strict=False)
-        plan = []
-        for c in spec.columns:
-            path = paths[c.name]
-            get = operator.attrgetter(path[0]) if len(path) == 1 else _nested_getter(path)
-            # Polars builds a Series faster from a dtype class than from an equal instance.
-            dtype = type(c.dtype) if c.kind in ("str", "int", "float", "bool") else c.dtype
-            plan.append((c, get, c.kind in _TYPED, dtype))
-        self._plan: tuple[tuple[Column, Callable[[Any], Any], bool, Any], ...] = tuple(plan)
-
-    def decode(self, data: bytes | str) -> list[Any]:
-        """JSON text of an array of wire objects, or of one object -> typed rows.
-
-        Raises ``msgspec.DecodeError`` (or its ``ValidationError``) when the text is not in
-        the typed shape; the general path then decides."""
-        rows = self._json.decode(data)
-        return rows if type(rows) is list else [rows]
-
-    def convert(self, items: Sequence[Mapping[str, Any]]) -> list[Any]:
-        """Wire objects as Python mappings -> typed rows (raises like ``decode``)."""
-        rows: list[Any] = msgspec.convert(items, self._list_type, strict=False)
-        return rows
-
-    def frame(self, rows: Sequence[Any]) -> pl.DataFrame:
-        """Typed rows (from ``decode``/``convert``, possibly of several calls) -> a frame with
-        exactly the spec's schema. Raises (any exception) for a value a column refuses."""
-        if not rows:
-            return self.spec.empty()
-        series = []
-        small = len(rows) <= _SMALL_EPOCHS
-        for column, get, typed, dtype in self._plan:
-            values = list(map(get, rows))
-            if typed:
-                if column.kind != "datetime":
-                    s = pl.Series(column.name, values, dtype=dtype, strict=True)
-                elif small:  # a few values: scale in Python, one Series call
-                    factor = UNITS[column.wire_unit]
-                    if factor is None:
-                        micros = [None if v is None else v // 1000 for v in values]
-                    else:
-                        micros = [None if v is None else v * factor for v in values]
-                    s = pl.Series(column.name, micros, dtype=UTC_US, strict=True)
-                else:
-                    epochs = pl.Series(column.name, values, dtype=pl.Int64, strict=True)
-                    s = epoch_to_utc(epochs, column.wire_unit).rename(column.name)
-            else:
-                s = wire_series(column, values, ())
-                if not column.nullable and s.null_count():
-                    raise ValueError(f"column {column.name!r} has a null")
-            series.append(s)
-        return pl.DataFrame(series)
-
-
-def _row_struct(
-    name: str,
-    entries: Sequence[tuple[tuple[str, ...], Column]],
-    names: Iterator[int],
-    paths: dict[str, tuple[str, ...]],
-) -> type[msgspec.Struct]:
-    """A Struct type for wire objects holding ``entries`` (path below this object, column);
-    records each column's attribute path on the rows in ``paths``."""
-    groups: dict[str, list[tuple[tuple[str, ...], Column]]] = {}
-    for path, column in entries:
-        groups.setdefault(path[0], []).append((path[1:], column))
-    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
-    rename: dict[str, str] = {}
-    for key, members in groups.items():
-        attr = f"f{next(names)}"
-        rename[attr] = key
-        if not members[0][0]:  # a leaf (reflect refuses paths that are prefixes of others)
-            column = members[0][1]
-            kind_type = _TYPED.get(column.kind, Any)
-            if not column.nullable:
-                fields.append((attr, kind_type))
-            elif kind_type is Any:
-                fields.append((attr, Any, None))
-            else:
-                fields.append((attr, kind_type | None, None))
-            paths[column.name] = (attr,)
-            continue
-        below: dict[str, tuple[str, ...]] = {}
-        sub = _row_struct(f"{name}_{key}", members, names, below)
-        if all(column.nullable for _, column in members):
-            fields.append((attr, sub | None, None))
-        else:
-            fields.append((attr, sub))
-        for column_name, path in below.items():
-            paths[column_name] = (attr, *path)
-    return msgspec.defstruct(name, fields, rename=rename, kw_only=True, gc=False)
-
-
-def _nested_getter(path: tuple[str, ...]) -> Callable[[Any], Any]:
-    def get(row: Any) -> Any:
-        value = row
-        for attr in path:
-            if value is None:  # an absent optional object: its fields are null
-                return None
-            value = getattr(value, attr)
-        return value
-
-    return get
+# the way back
 
 
 def wire_value(c: Column, value: Any) -> Any:
+    """A column value -> its JSON-ready wire form (see ``EntitySpec.to_wire``)."""
     v = to_python(c, value)
     if v is None:
         return None

@@ -13,10 +13,11 @@ import msgspec
 import polars as pl
 
 from hubkit.entity.column import MISSING, Column
-from hubkit.entity.decode import WireDecoder, decode_error, wire_get, wire_series, wire_value
+from hubkit.entity.decode import wire_value
+from hubkit.entity.decoder import WireDecoder, decode_objects
 from hubkit.entity.rows import Node, build_plan, value_getter
 from hubkit.entity.values import as_utc, check_nulls, conform, to_python, typed_series
-from hubkit.errors import DecodeError, ValidationError
+from hubkit.errors import ValidationError
 
 __all__ = ["EntitySpec"]
 
@@ -275,20 +276,23 @@ class EntitySpec:
 
         Numeric strings (``"0.10"``) become int/float/decimal values (an int column takes
         text spelling a whole number, ``"5"``, ``"5.0"``, ``"5e3"``, as it takes the JSON
-        number ``5.0``); integer or numeric string epochs (ms unless ``wire(unit=...)``) and
-        ISO text become UTC datetimes;
-        ``""`` is a missing value for non-text columns. A missing or null value for a
-        non-nullable column, or a value that does not convert, raises ``DecodeError`` whose
-        ``field`` is the wire name and whose message shows the value.
+        number ``5.0``; numeric text follows the JSON number grammar: no ``+``, no spaces);
+        integer, fractional or numeric string epochs (ms unless ``wire(unit=...)``) and ISO
+        text (UTC without an offset) become UTC datetimes; ``""`` is a missing value for
+        non-text columns. A missing or null value for a non-nullable column, or a value that
+        does not convert, raises ``DecodeError`` whose ``field`` is the wire name and whose
+        message shows the value. See ``hubkit.entity.decode`` for the one conversion.
         """
         if not items:
             return self.empty()
         decoder = self.wire_decoder()
         try:
-            return decoder.frame(decoder.convert(items))
-        except Exception:
-            pass  # not in the typed shape: the general path decides (and names the field)
-        return self._from_wire_general(items)
+            rows = decoder.convert(items)
+        except msgspec.ValidationError:
+            # Not in the typed shape (a missing field, "" for a number, ISO times ...): the
+            # same conversion, value by value where msgspec refused, decides.
+            return decode_objects(self, items)
+        return decoder.frame(rows)
 
     def wire_decoder(self) -> WireDecoder:
         """The typed decoder of this spec's wire objects (built on first use, then kept)."""
@@ -297,33 +301,6 @@ class EntitySpec:
             decoder = WireDecoder(self)
             object.__setattr__(self, "_wire_decoder", decoder)
         return decoder
-
-    def _from_wire_general(self, items: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
-        """``from_wire`` for any input: value by value checks, exact errors."""
-        series = []
-        for col in self.columns:
-            path = col.wire_path
-            if len(path) == 1:
-                k = path[0]
-                raw = [it.get(k, MISSING) for it in items]
-            else:
-                raw = [wire_get(it, path) for it in items]
-            if MISSING in raw:
-                if not col.nullable:
-                    at = raw.index(MISSING)
-                    raise DecodeError(
-                        f"field {col.wire_name!r} (column {col.name!r}) is missing from "
-                        f"object {at} and is not nullable",
-                        field=col.wire_name,
-                        raw=msgspec.json.encode(items[at]).decode()[:500],
-                    )
-                raw = [None if v is MISSING else v for v in raw]
-            s = wire_series(col, raw, items)
-            if not col.nullable and s.null_count():
-                at = int(s.is_null().arg_max() or 0)
-                raise decode_error(col, raw[at], items, "is no value for a non-nullable field")
-            series.append(s.rename(col.name))
-        return pl.DataFrame(series)
 
     def to_wire(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """A row keyed by column names -> a nested JSON-ready dict keyed by wire paths.

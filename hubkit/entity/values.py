@@ -60,6 +60,11 @@ def decimal_text(column: Column, value: Any) -> str:
         raise bad_value(column, value, "is not a decimal")
     if isinstance(value, float):
         value = repr(value)
+    if isinstance(value, str):
+        # The decimal grammar, not Decimal()'s, which also takes " 1", "1_0" and "NaN".
+        if not _DECIMAL_RE.match(value):
+            raise bad_value(column, value, "is not a decimal")
+        return value
     try:
         d = value if isinstance(value, Decimal) else Decimal(value)
     except (InvalidOperation, TypeError, ValueError):
