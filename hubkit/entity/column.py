@@ -10,6 +10,7 @@ import dataclasses
 import enum
 import types
 import typing
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Union
 
@@ -75,6 +76,10 @@ class Column:
     dtype: pl.DataType  # Polars dtype in frames
     py_type: Any  # the unwrapped hint; the Enum class for "enum"
     wire_unit: str = "ms"  # epoch unit of datetimes on the wire
+    # Makes the field's default (the dataclass default or default_factory, or the value in
+    # the default of the nested dataclass field holding it) for a dict row or frame without
+    # the column; None when the field has no default.
+    default: Callable[[], Any] | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def wire_name(self) -> str:

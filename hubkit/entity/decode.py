@@ -43,6 +43,7 @@ from hubkit.entity.values import (
     decimal_text,
     first_where,
     json_text,
+    no_nan,
     to_python,
 )
 from hubkit.errors import DecodeError, ValidationError
@@ -133,7 +134,7 @@ def typed_column(
         # Polars builds a Series faster from a dtype class than from an equal instance.
         dtype = type(column.dtype)
     try:
-        return pl.Series(name, values, dtype=dtype, strict=True)
+        s = pl.Series(name, values, dtype=dtype, strict=True)
     except (TypeError, OverflowError, pl.exceptions.PolarsError):
         at = next(
             (i for i, v in enumerate(values) if v is not None and not INT64_MIN <= v <= INT64_MAX),
@@ -141,6 +142,13 @@ def typed_column(
         )
         why = "is out of range for a datetime" if kind == "datetime" else f"is not a valid {kind}"
         raise fail(raw[at], why) from None
+    if kind == "float":
+        try:
+            return no_nan(column, s, values)
+        except ValidationError:
+            at = next(i for i, v in enumerate(values) if v != v)
+            raise fail(raw[at], "is NaN, no value for a non-nullable field") from None
+    return s
 
 
 def _epochs(column: Column, values: list[Any], raw: Sequence[Any], fail: Fail) -> pl.Series:

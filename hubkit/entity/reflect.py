@@ -8,7 +8,7 @@ import functools
 import itertools
 import re
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Final
@@ -80,6 +80,26 @@ def _resolve_hints(cls: type, prefix: tuple[str, ...] = ()) -> dict[str, Any]:
         ) from exc
 
 
+def _default_of(
+    f: dataclasses.Field[Any], parent: Callable[[], Any] | None
+) -> Callable[[], Any] | None:
+    """How to make field ``f``'s default: its own, else its value in the parent's default."""
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+        return lambda: value
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory
+    if parent is None:
+        return None
+    name = f.name
+
+    def from_parent() -> Any:
+        holder = parent()
+        return None if holder is None else getattr(holder, name)
+
+    return from_parent
+
+
 def _columns(
     cls: type,
     *,
@@ -87,6 +107,7 @@ def _columns(
     wire_prefix: tuple[str, ...],
     nullable_parent: bool,
     seen: tuple[type, ...],
+    parent_default: Callable[[], Any] | None = None,
 ) -> list[Column]:
     hints = _resolve_hints(cls, attr_prefix)
     out: list[Column] = []
@@ -104,6 +125,7 @@ def _columns(
         own = marker.path if marker and marker.path else (_camel(f.name),)
         wire_path = (*wire_prefix, *own)
         unit = marker.unit if marker else "ms"
+        default = _default_of(f, parent_default)
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             if hint in seen:
                 raise SchemaError(f"field {label!r}: recursive dataclass", field=label)
@@ -113,6 +135,7 @@ def _columns(
                 wire_prefix=wire_path,
                 nullable_parent=nullable,
                 seen=(*seen, hint),
+                parent_default=default,
             )
             continue
         kind: str
@@ -139,6 +162,7 @@ def _columns(
                 dtype=dtype,
                 py_type=hint,
                 wire_unit=unit,
+                default=default,
             )
         )
     return out

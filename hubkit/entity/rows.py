@@ -93,3 +93,31 @@ def value_getter(column: Column, nullable_path: bool) -> Callable[[Any], Any]:
                 return from_mapping({path[0]: getattr(o, path[0])})
 
     return get
+
+
+def key_sets(columns: Sequence[Column]) -> dict[tuple[str, ...], frozenset[str]]:
+    """The keys a dict row may use, by nesting level: at the top, column names and field
+    names; inside the dict of a nested dataclass at ``prefix``, its field names."""
+    out: dict[tuple[str, ...], set[str]] = {(): {c.name for c in columns}}
+    for c in columns:
+        for depth in range(len(c.attr_path)):
+            out.setdefault(c.attr_path[:depth], set()).add(c.attr_path[depth])
+    return {prefix: frozenset(keys) for prefix, keys in out.items()}
+
+
+def unknown_key(
+    allowed: Mapping[tuple[str, ...], frozenset[str]],
+    item: Mapping[Any, Any],
+    prefix: tuple[str, ...] = (),
+) -> str | None:
+    """The first key of dict row ``item`` (dotted when nested) that names no field, or None."""
+    keys = allowed[prefix]
+    if not keys.issuperset(item):
+        return ".".join((*prefix, str(next(k for k in item if k not in keys))))
+    for key, value in item.items():
+        inner = (*prefix, key)
+        if isinstance(value, Mapping) and inner in allowed:
+            bad = unknown_key(allowed, value, inner)
+            if bad is not None:
+                return bad
+    return None

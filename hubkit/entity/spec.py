@@ -15,8 +15,15 @@ import polars as pl
 from hubkit.entity.column import MISSING, Column
 from hubkit.entity.decode import wire_value
 from hubkit.entity.decoder import WireDecoder, decode_objects
-from hubkit.entity.rows import Node, build_plan, value_getter
-from hubkit.entity.values import as_utc, check_nulls, conform, to_python, typed_series
+from hubkit.entity.rows import Node, build_plan, key_sets, unknown_key, value_getter
+from hubkit.entity.values import (
+    as_utc,
+    check_nulls,
+    conform,
+    no_nan,
+    to_python,
+    typed_series,
+)
 from hubkit.errors import ValidationError
 
 __all__ = ["EntitySpec"]
@@ -44,6 +51,10 @@ class EntitySpec:
         init=False, repr=False, compare=False
     )
     _required: tuple[int, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    _floats: tuple[str, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    _keys: Mapping[tuple[str, ...], frozenset[str]] = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
     _wire_decoder: WireDecoder | None = dataclasses.field(
         default=None, init=False, repr=False, compare=False
     )
@@ -64,6 +75,8 @@ class EntitySpec:
         plain = all(c.kind not in ("decimal", "enum", "json") for c in self.columns)
         derive("_plain_dtypes", [c.dtype for c in self.columns] if plain else None)
         derive("_required", tuple(i for i, c in enumerate(self.columns) if not c.nullable))
+        derive("_floats", tuple(c.name for c in self.columns if c.kind == "float"))
+        derive("_keys", key_sets(self.columns))
 
     # -- shape --------------------------------------------------------------------------
 
@@ -113,10 +126,13 @@ class EntitySpec:
         """Entities, dict rows or a frame -> a frame with exactly ``schema``.
 
         Dict rows may be keyed by column names or by field names (with nested dicts for
-        nested dataclasses). A frame must use column names; missing nullable columns are
-        filled with nulls. Raises ``ValidationError`` naming the column and value for an
-        unknown or missing column, a value of the wrong type, a null in a non-nullable
-        column or a naive datetime; nothing of the batch is kept in that case.
+        nested dataclasses); a key that names no field is refused. A dict row or a frame
+        without a column takes the field's dataclass default, else null when the column is
+        nullable. NaN in a float column is no value: null where the column is nullable,
+        refused where it is not. Raises ``ValidationError`` naming the column (or key) and
+        value for an unknown or missing column, a value of the wrong type (``True`` is not
+        a number), text that is not valid Unicode, a null in a non-nullable column or a
+        naive datetime; nothing of the batch is kept in that case.
         """
         if isinstance(rows, pl.DataFrame):
             return self._frame_from_frame(rows)
@@ -127,7 +143,15 @@ class EntitySpec:
         getters: tuple[Callable[[Any], Any], ...] = self._getters
         cls = self.cls
         for item in items:
-            if not isinstance(item, cls | Mapping):
+            if isinstance(item, Mapping):
+                bad = unknown_key(self._keys, item)
+                if bad is not None:
+                    raise ValidationError(
+                        f"dict row {item!r} has key {bad!r}, which names no field of "
+                        f"{cls.__name__} (columns: {', '.join(self.names)})",
+                        column=bad,
+                    )
+            elif not isinstance(item, cls):
                 raise ValidationError(
                     f"cannot store {item!r}: expected {cls.__name__} instances or dict rows"
                 )
@@ -137,13 +161,14 @@ class EntitySpec:
             except AttributeError as exc:
                 raise ValidationError(f"column {col.name!r}: {exc}", column=col.name) from None
             if MISSING in values:
-                if not col.nullable:
+                make = col.default
+                if make is None and not col.nullable:
                     row = values.index(MISSING)
                     raise ValidationError(
                         f"column {col.name!r} is not nullable but row {row} has no value for it",
                         column=col.name,
                     )
-                values = [None if v is MISSING else v for v in values]
+                values = [(make() if make else None) if v is MISSING else v for v in values]
             s = typed_series(col, values)
             check_nulls(col, s)
             series.append(s)
@@ -152,12 +177,16 @@ class EntitySpec:
     def _frame_from_frame(self, df: pl.DataFrame) -> pl.DataFrame:
         dtypes: list[pl.DataType] | None = self._plain_dtypes
         if dtypes is not None and df.columns == list(self.names) and df.dtypes == dtypes:
-            # Already this schema (e.g. decoded by from_wire): only nulls can be wrong.
+            # Already this schema (e.g. decoded by from_wire): only nulls and NaN can be wrong.
             if df.height:
                 nulls = df.null_count().row(0)
                 for i in self._required:
                     if nulls[i]:
                         check_nulls(self.columns[i], df.to_series(i))
+                if self._floats and any(df.select(pl.col(self._floats).is_nan().any()).row(0)):
+                    return df.with_columns(
+                        no_nan(self.column(name), df.get_column(name)) for name in self._floats
+                    )
             return df.clone()
         unknown = [c for c in df.columns if c not in self._by_name]
         if unknown:
@@ -170,6 +199,8 @@ class EntitySpec:
         for col in self.columns:
             if col.name in df.columns:
                 s = conform(col, df.get_column(col.name))
+            elif col.default is not None:
+                s = typed_series(col, [col.default() for _ in range(df.height)])
             elif col.nullable:
                 s = pl.Series(col.name, [None] * df.height, dtype=col.dtype)
             else:
@@ -276,12 +307,13 @@ class EntitySpec:
 
         Numeric strings (``"0.10"``) become int/float/decimal values (an int column takes
         text spelling a whole number, ``"5"``, ``"5.0"``, ``"5e3"``, as it takes the JSON
-        number ``5.0``; numeric text follows the JSON number grammar: no ``+``, no spaces);
-        integer, fractional or numeric string epochs (ms unless ``wire(unit=...)``) and ISO
-        text (UTC without an offset) become UTC datetimes; ``""`` is a missing value for
-        non-text columns. A missing or null value for a non-nullable column, or a value that
-        does not convert, raises ``DecodeError`` whose ``field`` is the wire name and whose
-        message shows the value. See ``hubkit.entity.decode`` for the one conversion.
+        number ``5.0``; numeric text follows the JSON number grammar, with an optional
+        ``+``, no spaces); integer, fractional or numeric string epochs (ms unless
+        ``wire(unit=...)``) and ISO text (UTC without an offset) become UTC datetimes;
+        ``""`` is a missing value for non-text columns, and so is NaN (``"nan"``) in a float
+        column, as in ``to_frame``. A missing or null value for a non-nullable column, or a
+        value that does not convert, raises ``DecodeError`` whose ``field`` is the wire name
+        and whose message shows the value. ``hubkit.entity.decode`` has the one conversion.
         """
         if not items:
             return self.empty()

@@ -183,11 +183,20 @@ def _fits(value: Any, want: type | tuple[type, ...], kind: str) -> bool:
 
 
 def typed_series(column: Column, values: list[Any]) -> pl.Series:
-    """Python values of one column (entities / dict rows) -> a Series of ``column.dtype``."""
+    """Python values of one column (entities / dict rows) -> a Series of ``column.dtype``.
+
+    Follows ``no_nan`` for floats; refuses ``True``/``False`` for numbers and text that is
+    not valid Unicode (a lone surrogate), naming the column.
+    """
     name, kind = column.name, column.kind
+    if kind in ("int", "float") and bool in set(map(type, values)):
+        bad = next(v for v in values if type(v) is bool)
+        raise bad_value(column, bad, f"is a bool, not a valid {kind}")
     if kind in ("str", "int", "float", "bool"):
         try:
-            return pl.Series(name, values, dtype=column.dtype, strict=True)
+            s = pl.Series(name, values, dtype=column.dtype, strict=True)
+        except UnicodeEncodeError:
+            raise _surrogate(column, values) from None
         except (TypeError, OverflowError, pl.exceptions.PolarsError):
             wants: dict[str, type | tuple[type, ...]] = {
                 "str": str,
@@ -198,6 +207,7 @@ def typed_series(column: Column, values: list[Any]) -> pl.Series:
             want = wants[kind]
             bad = next((v for v in values if not _fits(v, want, kind)), values[0])
             raise bad_value(column, bad, f"is not a valid {kind}") from None
+        return no_nan(column, s, values)
     if kind == "datetime":
         micros = [None if v is None else (utc_instant(column, v) - EPOCH) // ONE_US for v in values]
         return pl.Series(name, micros, dtype=pl.Int64()).cast(UTC_US)
@@ -212,7 +222,56 @@ def typed_series(column: Column, values: list[Any]) -> pl.Series:
         "enum": lambda c, v: to_frame_value(c, v),
     }[kind]
     out = [None if v is None else convert(column, v) for v in values]
-    return pl.Series(name, out, dtype=column.dtype)
+    try:
+        return pl.Series(name, out, dtype=column.dtype)
+    except UnicodeEncodeError:
+        raise _surrogate(column, out) from None
+
+
+def _surrogate(column: Column, values: list[Any]) -> ValidationError:
+    bad = next(
+        (v for v in values if isinstance(v, str) and not _encodes(v)),
+        values[0],
+    )
+    return bad_value(
+        column,
+        bad,
+        "is not valid Unicode text (it holds a lone surrogate, as a broken decode "
+        "leaves); SQLite and Polars keep UTF-8 only",
+    )
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def no_nan(column: Column, s: pl.Series, values: list[Any] | None = None) -> pl.Series:
+    """The rule for NaN in a float column: NaN is no value.
+
+    A nullable column keeps it as null (in frames, the cache and the store alike: SQLite
+    stores NaN as NULL, so a NaN kept in memory would disagree with what was stored); a
+    non-nullable one refuses it with ``ValidationError`` naming the column. ``values``, when
+    given, are the Python values of ``s`` (checked without a Polars call when few).
+    """
+    if column.kind != "float":
+        return s
+    if values is not None and len(values) <= _SMALL:
+        if not any(v != v for v in values):  # NaN is the one float unequal to itself
+            return s
+    elif not s.is_nan().any():
+        return s
+    if not column.nullable:
+        row = int(s.is_nan().fill_null(False).arg_max() or 0)
+        raise ValidationError(
+            f"column {column.name!r} is not nullable but row {row} is NaN (no value); "
+            "hubkit reads NaN as no value",
+            column=column.name,
+        )
+    return s.fill_nan(None)
 
 
 def conform(column: Column, s: pl.Series) -> pl.Series:
@@ -220,7 +279,7 @@ def conform(column: Column, s: pl.Series) -> pl.Series:
     name, kind, dt = column.name, column.kind, s.dtype
     s = s.rename(name)
     if dt == column.dtype and kind not in ("decimal", "enum", "json"):
-        return s
+        return no_nan(column, s)
     if dt == pl.Null:
         return s.cast(column.dtype)
 
@@ -252,7 +311,7 @@ def conform(column: Column, s: pl.Series) -> pl.Series:
         raise wrong()
     if kind == "float":
         if dt.is_numeric():
-            return cast(pl.Float64())
+            return no_nan(column, cast(pl.Float64()))
         raise wrong()
     if kind == "bool":
         raise wrong()
