@@ -147,7 +147,8 @@ def test_documented_conversions() -> None:
     assert _one("t", '"2024-01-02T03:04:05+02:00"') == utc("2024-01-02T01:04:05+00:00")
     assert _one("tsec", '"1.5"') == utc("1970-01-01T00:00:01.500000+00:00")
     assert _one("tns", "1672304486865999123") == utc("2022-12-29T09:01:26.865999+00:00")
-    assert _one("d", '"0.10"') == "0.10" and _one("d", '"abc"') == ("DecodeError", "d")
+    assert _one("d", '"0.10"') == "0.1" and _one("d", '"1.5e3"') == "1500"
+    assert _one("d", '"abc"') == ("DecodeError", "d")
 
 
 @pytest.mark.parametrize("key", ["t", "tsec"])

@@ -24,10 +24,11 @@ field type                    kind       frame dtype and value
 ``int``                       int        ``Int64``
 ``float``                     float      ``Float64``
 ``bool``                      bool       ``Boolean``
-``Decimal``                   decimal    ``String`` holding the exact decimal text
-                                         (``"0.10"``); Polars' ``Decimal`` has a fixed
-                                         scale and at most 38 digits, text has neither
-                                         limit. Cast in a query when you need arithmetic.
+``Decimal``                   decimal    ``String`` holding the value's one canonical
+                                         text (``"0.1"`` for ``Decimal("0.10")``, see
+                                         ``canonical_decimal``); Polars' ``Decimal`` has a
+                                         fixed scale and at most 38 digits, text has
+                                         neither limit. Cast in a query for arithmetic.
 ``datetime``                  datetime   ``Datetime("us", "UTC")``; entities get
                                          UTC-aware datetimes (``datetime.UTC``)
 ``date``                      date       ``Date``
@@ -48,6 +49,15 @@ Rules that hold everywhere:
   ``datetime.now()`` is local time, not UTC. On the wire, integers and numeric strings are
   epoch times (milliseconds unless ``wire(..., unit=...)`` says otherwise) and ISO text
   without an offset is read as UTC, because a remote's wire format defines its own zone.
+- **Decimals are values, not texts.** Every decimal is kept as one canonical text per
+  value (exact, any number of digits), so a query for ``Decimal("0.1")`` finds a row
+  written from ``Decimal("0.1000")`` and keys that are equal decimals are one key. The
+  written scale is not kept: ``Decimal("0.1000")`` reads back as ``Decimal("0.1")`` (equal
+  to it). Where the scale itself matters (a quote's number of places), keep it in a field
+  of its own (an ``int`` of places) or declare the field ``str`` to keep the text as sent.
+- **NaN is no value.** In a float column NaN is stored, cached and returned as null where
+  the field is optional, and refused with ``ValidationError`` where it is not (SQLite
+  cannot store NaN, so keeping it in memory would make the cache disagree with the store).
 - **Nested dataclasses** are flattened into ``outer__inner`` columns (recursively:
   ``a__b__c``). An ``Optional`` nested dataclass makes all its columns nullable; it comes
   back as ``None`` when all of its columns are null.
@@ -79,7 +89,7 @@ from hubkit.entity.column import KINDS, Column, Wire, wire
 from hubkit.entity.decoder import WireDecoder
 from hubkit.entity.reflect import reflect
 from hubkit.entity.spec import EntitySpec
-from hubkit.entity.values import to_frame_value, to_python
+from hubkit.entity.values import canonical_decimal, to_frame_value, to_python
 
 __all__ = [
     "KINDS",
@@ -87,6 +97,7 @@ __all__ = [
     "EntitySpec",
     "Wire",
     "WireDecoder",
+    "canonical_decimal",
     "reflect",
     "to_frame_value",
     "to_python",

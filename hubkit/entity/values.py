@@ -19,9 +19,12 @@ import polars as pl
 from hubkit.entity.column import EPOCH, INT64_MAX, INT64_MIN, MISSING, ONE_US, UTC_US, Column
 from hubkit.errors import ValidationError
 
-__all__ = ["conform", "to_frame_value", "to_python", "typed_series"]
+__all__ = ["canonical_decimal", "conform", "to_frame_value", "to_python", "typed_series"]
 
 _DECIMAL_TEXT: Final = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
+_DECIMAL_RE: Final = re.compile(_DECIMAL_TEXT)
+# Canonical decimal text (``canonical_decimal``): no sign on zero, no leading or trailing zeros.
+_CANONICAL_RE: Final = re.compile(r"^(?:0|-?(?:0\.\d*[1-9]|[1-9]\d*(?:\.\d*[1-9])?))$")
 
 
 # ---------------------------------------------------------------------------------------
@@ -56,22 +59,40 @@ def json_text(column: Column, value: Any) -> str:
 
 
 def decimal_text(column: Column, value: Any) -> str:
+    """A decimal value (``Decimal``, int, float, or decimal text) -> its canonical text
+    (``canonical_decimal``), or ``ValidationError``."""
     if isinstance(value, bool):
         raise bad_value(column, value, "is not a decimal")
-    if isinstance(value, float):
-        value = repr(value)
     if isinstance(value, str):
+        if _CANONICAL_RE.match(value):
+            return value  # already the one text of its value
         # The decimal grammar, not Decimal()'s, which also takes " 1", "1_0" and "NaN".
         if not _DECIMAL_RE.match(value):
             raise bad_value(column, value, "is not a decimal")
-        return value
+    elif isinstance(value, float):
+        value = repr(value)  # the shortest text that reads back as this float
     try:
         d = value if isinstance(value, Decimal) else Decimal(value)
     except (InvalidOperation, TypeError, ValueError):
         raise bad_value(column, value, "is not a decimal") from None
     if not d.is_finite():
         raise bad_value(column, value, "is not a finite decimal")
-    return str(d)
+    return canonical_decimal(d)
+
+
+def canonical_decimal(value: Decimal) -> str:
+    """The one text of a finite decimal's value: plain notation, no exponent, no trailing
+    zeros, ``"0"`` for any zero. ``Decimal("0.1000")`` and ``Decimal("1.0E-1")`` -> ``"0.1"``,
+    ``Decimal("1E+3")`` -> ``"1000"``, ``Decimal("-0.00")`` -> ``"0"``.
+
+    Exact whatever the number of digits (no rounding to a context precision). Decimal
+    columns store and compare this text, so equal values are equal in SQL too; the written
+    scale (``"0.1000"``) is not kept.
+    """
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
 
 
 def utc_instant(column: Column, value: Any) -> datetime:
@@ -151,7 +172,6 @@ def first_where(values: pl.Series, mask: pl.Series) -> Any:
 # Series methods that go through the expression engine cost ~100-200 µs a call whatever the
 # length, which dominates small stream batches; below this many rows, check in Python.
 _SMALL: Final = 4096
-_DECIMAL_RE: Final = re.compile(_DECIMAL_TEXT)
 
 
 def bad_member(column: Column, s: pl.Series) -> Any:
@@ -163,13 +183,12 @@ def bad_member(column: Column, s: pl.Series) -> Any:
     return first_where(s, bad) if bad.any() else MISSING
 
 
-def bad_decimal(s: pl.Series) -> Any:
-    """The first non-null string of ``s`` that is not decimal text, or MISSING."""
+def _all_canonical(s: pl.Series) -> bool:
+    """Whether every non-null string of ``s`` is already canonical decimal text."""
     if len(s) <= _SMALL:
-        match = _DECIMAL_RE.match
-        return next((v for v in s.to_list() if v is not None and not match(v)), MISSING)
-    ok = s.str.contains(_DECIMAL_TEXT)
-    return MISSING if ok.fill_null(True).all() else first_where(s, ~ok)
+        match = _CANONICAL_RE.match
+        return all(v is None or match(v) for v in s.to_list())
+    return bool(s.str.contains(_CANONICAL_RE.pattern).fill_null(True).all())
 
 
 def _fits(value: Any, want: type | tuple[type, ...], kind: str) -> bool:
@@ -316,13 +335,12 @@ def conform(column: Column, s: pl.Series) -> pl.Series:
     if kind == "bool":
         raise wrong()
     if kind == "decimal":
-        if dt == pl.String:
-            bad = bad_decimal(s)
-            if bad is not MISSING:
-                raise bad_value(column, bad, "is not decimal text")
-            return s
-        if dt.is_numeric():
-            return cast(pl.String())
+        if dt == pl.String or dt.is_numeric():
+            text = s if dt == pl.String else s.cast(pl.String)
+            if _all_canonical(text):
+                return text
+            values = [None if v is None else decimal_text(column, v) for v in text.to_list()]
+            return pl.Series(name, values, dtype=pl.String)
         raise wrong()
     if kind == "datetime":
         if isinstance(dt, pl.Datetime):
