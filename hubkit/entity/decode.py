@@ -8,13 +8,15 @@ A column's wire values are converted in two steps, whoever decoded the JSON:
    decoder (``WireDecoder``) has msgspec do this while it parses; for JSON objects already in
    Python, ``decode_column`` asks msgspec for the same conversion, column by column.
 2. **the few additions** msgspec does not make, applied only to values it refused
-   (``_extend``): ``""`` is no value for every non-text column; numbers are text for a text
-   column; fractional or ISO-text datetimes. Anything else is a ``DecodeError`` whose
-   ``field`` is the wire name and whose message shows the value.
+   (``_extend``): ``""`` is no value for every non-text column; ``"+1"`` is 1; numbers are
+   text for a text column; fractional or ISO-text datetimes. Anything else is a
+   ``DecodeError`` whose ``field`` is the wire name and whose message shows the value.
 
-Decimal, date, enum and JSON columns have one conversion each here (``_plain_series``),
-whatever decoded the JSON. So the typed and the general way in agree by construction: the
-general way only ever adds step 2 for values step 1 refused.
+Then the rules every way into a frame shares (``hubkit.entity.values``): NaN in a float
+column is no value (``no_nan``); decimals become their canonical text (``decimal_text``, as
+for entities and frames); date, enum and JSON columns have one conversion each here
+(``_plain_series``), whatever decoded the JSON. So the typed and the general way in agree by
+construction: the general way only ever adds step 2 for values step 1 refused.
 """
 
 from __future__ import annotations
@@ -159,14 +161,18 @@ def _epochs(column: Column, values: list[Any], raw: Sequence[Any], fail: Fail) -
     else:
         low, high = INT64_MIN // factor, INT64_MAX // factor
     if len(values) <= _SMALL_EPOCHS or factor is None:  # few values: scale in Python
-        out: list[int | None] = []
-        for i, v in enumerate(values):
-            if v is None:
-                out.append(None)
-            elif not low <= v <= high:
-                raise fail(raw[i], "is out of range for a datetime")
-            else:
-                out.append(v // 1000 if factor is None else v * factor)
+        try:
+            inside = low <= min(values) and max(values) <= high
+        except TypeError:  # None among them
+            present = [v for v in values if v is not None]
+            inside = not present or (low <= min(present) and max(present) <= high)
+        if not inside:
+            at = next(i for i, v in enumerate(values) if v is not None and not low <= v <= high)
+            raise fail(raw[at], "is out of range for a datetime")
+        if factor is None:
+            out = [None if v is None else v // 1000 for v in values]
+        else:
+            out = [None if v is None else v * factor for v in values]
         return pl.Series(column.name, out, dtype=UTC_US, strict=True)
     try:
         s = pl.Series(column.name, values, dtype=pl.Int64, strict=True)

@@ -268,6 +268,15 @@ def _encodes(text: str) -> bool:
     return True
 
 
+def no_nan_in(values: list[Any]) -> bool:
+    """Whether a list of floats (and None) holds no NaN; cheap for short lists."""
+    try:
+        total = sum(values)  # NaN spreads through a sum (inf - inf makes one too)
+    except TypeError:  # None among them
+        total = sum(v for v in values if v is not None)
+    return bool(total == total) or not any(v != v for v in values)  # NaN != NaN
+
+
 def no_nan(column: Column, s: pl.Series, values: list[Any] | None = None) -> pl.Series:
     """The rule for NaN in a float column: NaN is no value.
 
@@ -279,7 +288,7 @@ def no_nan(column: Column, s: pl.Series, values: list[Any] | None = None) -> pl.
     if column.kind != "float":
         return s
     if values is not None and len(values) <= _SMALL:
-        if not any(v != v for v in values):  # NaN is the one float unequal to itself
+        if no_nan_in(values):
             return s
     elif not s.is_nan().any():
         return s
