@@ -119,3 +119,33 @@ def test_true_is_not_a_number(column: str) -> None:
     row = {"id": "a", "value": 1.0, column: True}
     _refused([row], column)
     _refused([Reading(**row)], column)  # type: ignore[arg-type]
+
+
+# -- keys of the wrong type ------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    sensor: str
+    seq: int
+    value: float
+
+
+def test_deleting_a_key_of_the_wrong_type_is_refused_not_ignored(tmp_path: Path) -> None:
+    with hubkit.open_sink(Sample, key=("sensor", "seq"), store=tmp_path / "s.db") as sink:
+        sink.dao.upsert([Sample("a", 1, 0.5)]).wait()
+        for wrong, column in [(("a", "1"), "seq"), ((1, 1), "sensor"), (("a", True), "seq")]:
+            with pytest.raises(ValidationError) as caught:
+                sink.dao.delete(wrong)
+            assert caught.value.column == column, wrong
+        assert sink.dao.count() == 1
+        sink.dao.delete(("a", 1)).wait()
+        assert sink.dao.count() == 0
+
+
+def test_a_single_key_of_the_wrong_type_is_refused(sink: hubkit.Sink) -> None:
+    with pytest.raises(ValidationError) as caught:
+        sink.dao.delete(5)
+    assert caught.value.column == "id" and "5" in str(caught.value)
+    with pytest.raises(ValidationError):
+        sink.dao.get(5)

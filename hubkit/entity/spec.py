@@ -18,6 +18,7 @@ from hubkit.entity.decoder import WireDecoder, decode_objects
 from hubkit.entity.rows import Node, build_plan, key_sets, unknown_key, value_getter
 from hubkit.entity.values import (
     as_utc,
+    check_key,
     check_nulls,
     conform,
     no_nan,
@@ -274,7 +275,17 @@ class EntitySpec:
         return row
 
     def key_of(self, obj: Any) -> tuple[Any, ...]:
-        """An entity, a row (mapping), a key tuple or (single-column key) a scalar -> key tuple."""
+        """An entity, a row (mapping), a key tuple or (single-column key) a scalar -> key tuple.
+
+        Raises ``ValidationError`` naming the key column for a missing part or a part of the
+        wrong type (``"1"`` or ``True`` for an int key): such a key would match no row.
+        """
+        key = self._key_parts(obj)
+        for name, value in zip(self.key, key, strict=True):
+            check_key(self._by_name[name], value)
+        return key
+
+    def _key_parts(self, obj: Any) -> tuple[Any, ...]:
         if isinstance(obj, self.cls):
             return tuple(self._getters[self.names.index(k)](obj) for k in self.key)
         if isinstance(obj, Mapping):

@@ -268,6 +268,30 @@ def _encodes(text: str) -> bool:
     return True
 
 
+_KEY_TYPES: Final[Mapping[str, type | tuple[type, ...]]] = {
+    "str": str,
+    "int": int,
+    "float": (int, float),
+    "bool": bool,
+}
+
+
+def check_key(column: Column, value: Any) -> None:
+    """Raise ``ValidationError`` naming ``column`` unless ``value`` can be one of its keys.
+
+    A key of the wrong type would match no row and be ignored silently (``delete(5)`` on a
+    text key), so it is refused instead.
+    """
+    if value is None:
+        raise bad_value(column, value, "is no value for a key column")
+    kind = column.kind
+    want = _KEY_TYPES.get(kind)
+    if want is None:
+        to_frame_value(column, value)  # raises for a value the column cannot hold
+    elif not isinstance(value, want) or (kind != "bool" and isinstance(value, bool)):
+        raise bad_value(column, value, f"is not a {kind} key")
+
+
 def no_nan_in(values: list[Any]) -> bool:
     """Whether a list of floats (and None) holds no NaN; cheap for short lists."""
     try:
