@@ -23,6 +23,13 @@ __all__ = ["canonical_decimal", "conform", "to_frame_value", "to_python", "typed
 
 _DECIMAL_TEXT: Final = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
 _DECIMAL_RE: Final = re.compile(_DECIMAL_TEXT)
+# The Python types a value of each simple kind may have (bool is not a number here).
+_PY_TYPES: Final[Mapping[str, type | tuple[type, ...]]] = {
+    "str": str,
+    "int": int,
+    "float": (int, float),
+    "bool": bool,
+}
 # Canonical decimal text (``canonical_decimal``): no sign on zero, no leading or trailing zeros.
 _CANONICAL_RE: Final = re.compile(r"^(?:0|-?(?:0\.\d*[1-9]|[1-9]\d*(?:\.\d*[1-9])?))$")
 
@@ -217,13 +224,7 @@ def typed_series(column: Column, values: list[Any]) -> pl.Series:
         except UnicodeEncodeError:
             raise _surrogate(column, values) from None
         except (TypeError, OverflowError, pl.exceptions.PolarsError):
-            wants: dict[str, type | tuple[type, ...]] = {
-                "str": str,
-                "int": int,
-                "float": (int, float),
-                "bool": bool,
-            }
-            want = wants[kind]
+            want = _PY_TYPES[kind]
             bad = next((v for v in values if not _fits(v, want, kind)), values[0])
             raise bad_value(column, bad, f"is not a valid {kind}") from None
         return no_nan(column, s, values)
@@ -268,14 +269,6 @@ def _encodes(text: str) -> bool:
     return True
 
 
-_KEY_TYPES: Final[Mapping[str, type | tuple[type, ...]]] = {
-    "str": str,
-    "int": int,
-    "float": (int, float),
-    "bool": bool,
-}
-
-
 def check_key(column: Column, value: Any) -> None:
     """Raise ``ValidationError`` naming ``column`` unless ``value`` can be one of its keys.
 
@@ -285,7 +278,7 @@ def check_key(column: Column, value: Any) -> None:
     if value is None:
         raise bad_value(column, value, "is no value for a key column")
     kind = column.kind
-    want = _KEY_TYPES.get(kind)
+    want = _PY_TYPES.get(kind)
     if want is None:
         to_frame_value(column, value)  # raises for a value the column cannot hold
     elif not isinstance(value, want) or (kind != "bool" and isinstance(value, bool)):
