@@ -6,6 +6,7 @@ float column is no value (null) in the frame, the cache and the store alike.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ import pytest
 
 import hubkit
 from hubkit.entity import reflect
-from hubkit.errors import ValidationError
+from hubkit.errors import DecodeError, ValidationError
 
 
 @dataclass
@@ -149,3 +150,15 @@ def test_a_single_key_of_the_wrong_type_is_refused(sink: hubkit.Sink) -> None:
     assert caught.value.column == "id" and "5" in str(caught.value)
     with pytest.raises(ValidationError):
         sink.dao.get(5)
+
+
+def test_a_lone_surrogate_on_the_wire_is_a_decode_error_naming_the_field() -> None:
+    # stdlib json (unlike msgspec) decodes "\ud800" escapes into lone surrogates
+    items = json.loads('[{"id": "a", "value": 1, "count": 0, "tags": [], "note": "x\\ud800"}]')
+    with pytest.raises(DecodeError) as caught:
+        SPEC.from_wire(items)
+    assert caught.value.field == "note" and "surrogate" in str(caught.value)
+    del items[0]["count"]  # the error about another field still shows the object
+    with pytest.raises(DecodeError) as caught:
+        SPEC.from_wire(items)
+    assert caught.value.field == "count" and caught.value.raw is not None

@@ -43,6 +43,7 @@ from hubkit.entity.column import (
 from hubkit.entity.values import (
     bad_member,
     decimal_text,
+    encodes,
     first_where,
     json_text,
     no_nan,
@@ -50,7 +51,15 @@ from hubkit.entity.values import (
 )
 from hubkit.errors import DecodeError, ValidationError
 
-__all__ = ["LAX", "Fail", "decode_column", "decode_error", "typed_column", "wire_get"]
+__all__ = [
+    "LAX",
+    "Fail",
+    "decode_column",
+    "decode_error",
+    "raw_text",
+    "typed_column",
+    "wire_get",
+]
 
 #: What msgspec converts each kind of column to (lax mode). Datetimes arrive as the epoch in
 #: the column's wire unit.
@@ -75,12 +84,20 @@ Fail: TypeAlias = Callable[[Any, str], DecodeError]
 def decode_error(column: Column, value: Any, why: str, item: Any = None) -> DecodeError:
     """The ``DecodeError`` for ``value`` of ``column``; ``item`` is the wire object it came
     from (shown, shortened, as ``raw``)."""
-    text = None if item is None else msgspec.json.encode(item).decode()[:500]
+    text = None if item is None else raw_text(item)
     return DecodeError(
         f"field {column.wire_name!r} (column {column.name!r}): {value!r} {why}",
         field=column.wire_name,
         raw=text,
     )
+
+
+def raw_text(item: Any) -> str:
+    """A wire object as JSON text for an error message (at most 500 characters)."""
+    try:
+        return msgspec.json.encode(item).decode()[:500]
+    except (TypeError, ValueError):  # not JSON-ready, or text with a lone surrogate
+        return repr(item)[:500]
 
 
 def wire_get(item: Any, path: tuple[str, ...]) -> Any:
@@ -137,6 +154,9 @@ def typed_column(
         dtype = type(column.dtype)
     try:
         s = pl.Series(name, values, dtype=dtype, strict=True)
+    except UnicodeEncodeError:
+        at = next(i for i, v in enumerate(values) if isinstance(v, str) and not encodes(v))
+        raise fail(raw[at], "is not valid Unicode text (it holds a lone surrogate)") from None
     except (TypeError, OverflowError, pl.exceptions.PolarsError):
         at = next(
             (i for i, v in enumerate(values) if v is not None and not INT64_MIN <= v <= INT64_MAX),

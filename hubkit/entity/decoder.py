@@ -18,7 +18,14 @@ import msgspec
 import polars as pl
 
 from hubkit.entity.column import MISSING, Column
-from hubkit.entity.decode import LAX, decode_column, decode_error, typed_column, wire_get
+from hubkit.entity.decode import (
+    LAX,
+    decode_column,
+    decode_error,
+    raw_text,
+    typed_column,
+    wire_get,
+)
 from hubkit.entity.values import no_nan_in
 from hubkit.errors import DecodeError
 
@@ -89,8 +96,8 @@ class WireDecoder:
             if direct is not None:
                 try:
                     s = pl.Series(column.name, values, dtype=direct, strict=True)
-                except (TypeError, OverflowError, pl.exceptions.PolarsError):
-                    pass  # an int beyond 64 bits: the conversion names it below
+                except (TypeError, ValueError, pl.exceptions.PolarsError):
+                    pass  # an int beyond 64 bits, a lone surrogate: the conversion names it
                 else:
                     if column.kind != "float" or no_nan_in(values):
                         series.append(s)
@@ -140,7 +147,7 @@ def decode_objects(spec: EntitySpec, items: Sequence[Mapping[str, Any]]) -> pl.D
                     f"field {col.wire_name!r} (column {col.name!r}) is missing from "
                     f"object {at} and is not nullable",
                     field=col.wire_name,
-                    raw=msgspec.json.encode(items[at]).decode()[:500],
+                    raw=raw_text(items[at]),
                 )
             raw = [None if v is MISSING else v for v in raw]
         series.append(decode_column(col, raw, _fail(col, raw, items.__getitem__)))

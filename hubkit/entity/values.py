@@ -250,7 +250,7 @@ def typed_series(column: Column, values: list[Any]) -> pl.Series:
 
 def _surrogate(column: Column, values: list[Any]) -> ValidationError:
     bad = next(
-        (v for v in values if isinstance(v, str) and not _encodes(v)),
+        (v for v in values if isinstance(v, str) and not encodes(v)),
         values[0],
     )
     return bad_value(
@@ -261,7 +261,8 @@ def _surrogate(column: Column, values: list[Any]) -> ValidationError:
     )
 
 
-def _encodes(text: str) -> bool:
+def encodes(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (encodes as UTF-8: no lone surrogate)."""
     try:
         text.encode()
     except UnicodeEncodeError:
