@@ -231,3 +231,10 @@ def test_out_of_range_epochs_are_decode_errors() -> None:
     with pytest.raises(DecodeError) as caught:
         LOOSE.from_wire([{"k": "a", "t": 2**63}])
     assert caught.value.field == "t"
+
+
+def test_int_enums_take_whole_numbers_only() -> None:
+    assert _one("n", "1.0") == 1 and _one("n", '"2"') == 2
+    # 1.5 was once read as 1: a member the remote never sent
+    assert _one("n", "1.5") == ("DecodeError", "n")
+    assert _one("n", "true") == ("DecodeError", "n")

@@ -41,10 +41,9 @@ from hubkit.entity.column import (
     Column,
 )
 from hubkit.entity.values import (
-    bad_member,
+    conform,
     decimal_text,
     encodes,
-    first_where,
     json_text,
     no_nan,
     to_python,
@@ -309,31 +308,8 @@ def _plain_series(column: Column, raw: list[Any], fail: Fail) -> pl.Series:
     if nested or (dt == pl.String and any(isinstance(v, Mapping | list) for v in raw)):
         bad = next((v for v in raw if isinstance(v, Mapping | list)), raw[0])
         raise fail(bad, f"is not a {kind} value")
-    if dt == pl.Null:
-        return s.cast(column.dtype)
-    if kind == "date":
-        if dt == pl.String:
-            parsed = s.str.to_date("%Y-%m-%d", strict=False)
-            lost = parsed.is_null() & s.is_not_null()
-            if lost.any():
-                raise fail(first_where(s, lost), "is not an ISO date")
-            return parsed
-        raise fail(first_where(s, s.is_not_null()), "is not a date")
-    # enum
-    if column.dtype == pl.Int64:
-        if dt == pl.Boolean:
-            raise fail(first_where(s, s.is_not_null()), "is not an enum value")
-        try:
-            s = s.cast(pl.Int64, strict=True)
-        except pl.exceptions.PolarsError:
-            lost = s.cast(pl.Int64, strict=False).is_null() & s.is_not_null()
-            raise fail(first_where(s, lost), "is not an enum value") from None
-    elif dt != pl.String:
-        s = s.cast(pl.String)
-    bad = bad_member(column, s)
-    if bad is not MISSING:
-        raise fail(bad, f"is not a value of {column.py_type.__name__}")
-    return s
+    # Date and enum values: the same checks as a frame's column (``conform``).
+    return conform(column, s, fail)
 
 
 # ---------------------------------------------------------------------------------------

@@ -320,16 +320,28 @@ def no_nan(column: Column, s: pl.Series, values: list[Any] | None = None) -> pl.
     return s.fill_nan(None)
 
 
-def conform(column: Column, s: pl.Series) -> pl.Series:
-    """A frame column of any dtype -> ``column.dtype``, or ``ValidationError``."""
+def conform(
+    column: Column, s: pl.Series, fail: Callable[[Any, str], Exception] | None = None
+) -> pl.Series:
+    """A frame column of any dtype -> ``column.dtype``, or ``ValidationError``.
+
+    ``fail(value, why)``, when given, builds the exception instead (the wire decoders pass
+    one that makes a ``DecodeError`` naming the wire field).
+    """
     name, kind, dt = column.name, column.kind, s.dtype
+
+    def refuse(value: Any, why: str) -> Exception:
+        return bad_value(column, value, why) if fail is None else fail(value, why)
+
     s = s.rename(name)
     if dt == column.dtype and kind not in ("decimal", "enum", "json"):
         return no_nan(column, s)
     if dt == pl.Null:
         return s.cast(column.dtype)
 
-    def wrong() -> ValidationError:
+    def wrong() -> Exception:
+        if fail is not None:
+            return fail(first_where(s, s.is_not_null()), f"is not a valid {kind} value")
         return ValidationError(
             f"column {name!r} has dtype {dt}, which cannot hold {kind} values",
             column=name,
@@ -340,7 +352,7 @@ def conform(column: Column, s: pl.Series) -> pl.Series:
             return s.cast(target, strict=True)
         except pl.exceptions.PolarsError:
             lost = s.cast(target, strict=False).is_null() & s.is_not_null()
-            raise bad_value(column, first_where(s, lost), f"does not fit a {kind} column") from None
+            raise refuse(first_where(s, lost), f"does not fit a {kind} column") from None
 
     if kind == "str":
         if dt == pl.String or isinstance(dt, pl.Categorical | pl.Enum):
@@ -352,7 +364,7 @@ def conform(column: Column, s: pl.Series) -> pl.Series:
         if dt.is_float():
             frac = s != s.floor()
             if frac.any():
-                raise bad_value(column, first_where(s, frac), "is not a whole number")
+                raise refuse(first_where(s, frac), "is not a whole number")
             return cast(pl.Int64())
         raise wrong()
     if kind == "float":
@@ -384,7 +396,7 @@ def conform(column: Column, s: pl.Series) -> pl.Series:
             parsed = s.str.to_date("%Y-%m-%d", strict=False)
             lost = parsed.is_null() & s.is_not_null()
             if lost.any():
-                raise bad_value(column, first_where(s, lost), "is not an ISO date")
+                raise refuse(first_where(s, lost), "is not an ISO date")
             return parsed
         raise wrong()
     if kind == "enum":
@@ -392,13 +404,18 @@ def conform(column: Column, s: pl.Series) -> pl.Series:
             dt == pl.String or isinstance(dt, pl.Categorical | pl.Enum)
         ):
             s = s.cast(pl.String)
-        elif column.dtype == pl.Int64 and dt.is_integer():
+        elif column.dtype == pl.Int64 and (dt.is_integer() or dt == pl.String):
+            s = cast(pl.Int64())  # text spelling an integer is that integer
+        elif column.dtype == pl.Int64 and dt.is_float():
+            frac = s != s.floor()
+            if frac.any():  # not truncated to a member that was never sent
+                raise refuse(first_where(s, frac), "is not a whole number")
             s = cast(pl.Int64())
         else:
             raise wrong()
         bad = bad_member(column, s)
         if bad is not MISSING:
-            raise bad_value(column, bad, f"is not a value of {column.py_type.__name__}")
+            raise refuse(bad, f"is not a value of {column.py_type.__name__}")
         return s
     # json
     if dt == pl.String:
