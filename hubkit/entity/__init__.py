@@ -67,7 +67,10 @@ Rules that hold everywhere:
   gives a dotted path into nested objects; on a nested dataclass field it renames the
   prefix of all its leaves.
 - **Keys** are one column name or a tuple of them (a flattened nested column such as
-  ``"price_filter__tick_size"`` is allowed); key columns cannot be nullable or JSON.
+  ``"price_filter__tick_size"`` is allowed); key columns cannot be nullable or JSON. A
+  key of the wrong type (``"1"`` or ``True`` for an int key) is refused, not ignored.
+- **Dict rows** use column or field names (a key naming no field is refused) and take the
+  field's dataclass default for a missing field; ``True``/``False`` are not numbers.
 - **Errors.** An unsupported definition raises ``SchemaError(field=...)`` from ``reflect``;
   a value that does not fit its column raises ``ValidationError(column=...)`` from
   ``to_frame`` (the whole batch is rejected); a wire object that does not decode raises
