@@ -196,11 +196,12 @@ def _epochs(column: Column, values: list[Any], raw: Sequence[Any], fail: Fail) -
         return pl.Series(column.name, out, dtype=pl.Int64, strict=True).cast(UTC_US)
     try:
         s = pl.Series(column.name, values, dtype=pl.Int64, strict=True)
-        lost = (s < low) | (s > high)
+        inside = s.null_count() == len(s) or (low <= s.min() and s.max() <= high)  # type: ignore[operator]
     except (TypeError, OverflowError, pl.exceptions.PolarsError):
-        lost = pl.Series([v is not None and not INT64_MIN <= v <= INT64_MAX for v in values])
-    if lost.any():
-        raise fail(raw[int(lost.arg_max() or 0)], "is out of range for a datetime")
+        inside = False
+    if not inside:
+        at = next(i for i, v in enumerate(values) if v is not None and not low <= v <= high)
+        raise fail(raw[at], "is out of range for a datetime")
     return (s * factor).cast(UTC_US)
 
 

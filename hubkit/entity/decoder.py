@@ -99,7 +99,7 @@ class WireDecoder:
                 except (TypeError, ValueError, pl.exceptions.PolarsError):
                     pass  # an int beyond 64 bits, a lone surrogate: the conversion names it
                 else:
-                    if column.kind != "float" or no_nan_in(values):
+                    if column.kind != "float" or no_nan_in(values, s):
                         series.append(s)
                         continue
             fail = _fail(column, values, lambda i: msgspec.to_builtins(rows[i]))
