@@ -15,7 +15,12 @@ ratios, not the absolute figures). Decoders:
 - ``orjson`` / ``json``: ``loads`` to dicts, then the same topic check.
 
 A second table measures turning decoded rows into Polars frames one message at a time versus
-coalesced runs of 256 messages (what ``WebSocketConnection.messages()`` does under load).
+coalesced runs of 256 messages (what ``WebSocketConnection.messages()`` does under load):
+``pl.from_dicts`` (untyped, the reference), and hubkit's one wire conversion of the
+``PublicTrade`` columns both ways in: JSON text through the typed decoder
+(``EntitySpec.wire_decoder()``, as the WebSocket connection does) and decoded objects through
+``EntitySpec.from_wire`` (as REST does), timed as this process's CPU time (steadier than
+wall time on a shared machine).
 """
 
 from __future__ import annotations
@@ -128,6 +133,42 @@ def frames_rate(rows: list[list[dict[str, Any]]], batch: int, repeat: int) -> fl
     return len(rows) / best
 
 
+def conversion_rates(repeat: int) -> dict[str, float]:
+    """Messages per CPU second (20 trades each) through hubkit's wire conversion into
+    ``PublicTrade`` frames, per message and per run of 256 messages; best of ``repeat``,
+    taking turns."""
+    from hubkit.bybit.presets import ws_trade_spec
+
+    spec = ws_trade_spec()
+    decoder = spec.wire_decoder()
+    texts = [
+        msgspec.json.encode(msgspec.json.decode(raw)["data"]) for raw in make_messages(20_000, 20)
+    ]
+    objects = [msgspec.json.decode(text) for text in texts]
+
+    def typed(batch: int) -> None:
+        for at in range(0, len(texts), batch):
+            rows = [row for text in texts[at : at + batch] for row in decoder.decode(text)]
+            decoder.frame(rows)
+
+    def from_wire(batch: int) -> None:
+        for at in range(0, len(objects), batch):
+            spec.from_wire([item for chunk in objects[at : at + batch] for item in chunk])
+
+    runs = {
+        f"{name}, {label}": (fn, batch)
+        for name, fn in (("typed decoder (JSON text)", typed), ("from_wire (objects)", from_wire))
+        for label, batch in (("one frame per message", 1), ("one frame per 256", 256))
+    }
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(repeat):
+        for label, (fn, batch) in runs.items():
+            start = time.process_time()
+            fn(batch)
+            best[label] = min(best[label], time.process_time() - start)
+    return {label: len(texts) / seconds for label, seconds in best.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
@@ -158,6 +199,9 @@ def main() -> None:
     print(
         f"{'one frame per 256 messages':36} {coalesced:12,.0f} msg/s  ({coalesced / single:.1f}x)"
     )
+    print("\nhubkit wire conversion -> PublicTrade frames (20 trades/message, CPU time)")
+    for label, value in conversion_rates(args.repeat).items():
+        print(f"{label:52} {value:10,.0f} msg/CPU-s  ({1e6 / value:6.1f} CPU us/msg)")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""The typed wire path (``EntitySpec.wire_decoder()``) against the general ``from_wire`` path.
+"""One wire conversion, every way in (``hubkit.entity.decode``).
 
-The typed path may only accept what the general path accepts and must give the same frame;
-everything else falls back to the general path, which converts it or names the field.
+JSON text through the typed decoder (as the WebSocket connection decodes a frame), JSON
+objects through ``from_wire`` (as REST and JSON-RPC do) and through ``decode_objects`` (any
+shape) must give the same frame or the same ``DecodeError`` field for every value; and the
+conversion itself does what ``from_wire`` documents.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import msgspec
 import polars as pl
 import pytest
 
+from hubkit.connections.wsdecode import TopicDecoder, frame_of
 from hubkit.entity import EntitySpec, reflect, wire
+from hubkit.entity.decoder import decode_objects
 from hubkit.errors import DecodeError
 
 
@@ -98,19 +102,66 @@ def _same(a: Any, b: Any) -> bool:
     return not isinstance(a, pl.DataFrame) and not isinstance(b, pl.DataFrame) and a == b
 
 
-def _check(spec: EntitySpec, text: bytes) -> None:
+def _from_text(spec: EntitySpec, text: bytes) -> pl.DataFrame:
+    """JSON text the way a WebSocket frame's data is decoded."""
+    rows = TopicDecoder(spec).rows(msgspec.Raw(text))
+    return frame_of(spec, [rows])
+
+
+def _check(spec: EntitySpec, text: bytes) -> Any:
     items = msgspec.json.decode(text)
-    general = _outcome(lambda: spec._from_wire_general(items))
-    typed = _outcome(lambda: spec.from_wire(items))
-    assert _same(general, typed), (text, general, typed)
+    by_text = _outcome(lambda: _from_text(spec, text))
+    by_objects = _outcome(lambda: spec.from_wire(items))
+    any_shape = _outcome(lambda: decode_objects(spec, items))
+    assert _same(by_text, by_objects), (text, by_text, by_objects)
+    assert _same(any_shape, by_objects), (text, any_shape, by_objects)
+    return by_objects
 
 
 @pytest.mark.parametrize("key", KEYS)
-def test_typed_path_agrees_with_the_general_path(key: str) -> None:
+def test_every_way_in_converts_alike(key: str) -> None:
     for value in VALUES:
-        if key == "tns" and value.strip('"') in ("9223372036854775808", "18446744073709551615"):
-            continue  # beyond int64 nanoseconds: both read it; the general path rounds via float
         _check(LOOSE, ('[{"k":"x",' + _nest(key, value) + "}]").encode())
+
+
+def _one(key: str, value: str) -> Any:
+    outcome = _check(LOOSE, ('[{"k":"x",' + _nest(key, value) + "}]").encode())
+    if isinstance(outcome, pl.DataFrame):
+        column = {"tsec": "t_sec", "tns": "t_ns", "a.b.c": "deep"}.get(key, key)
+        return outcome.get_column(column.replace(".", "__"))[0]
+    return outcome
+
+
+def test_documented_conversions() -> None:
+    utc = datetime.fromisoformat
+    assert _one("i", '"5.0"') == 5 and _one("i", "5e3") == 5000 and _one("i", '"+1"') == 1
+    assert _one("i", "1.5") == ("DecodeError", "i")
+    assert _one("f", '"0.10"') == 0.1 and _one("f", '""') is None
+    assert _one("f", '" 1"') == ("DecodeError", "f")  # numeric text: the JSON grammar
+    assert _one("s", "1.5") == "1.5" and _one("s", "7") == "7"
+    assert _one("s", "true") == ("DecodeError", "s")
+    assert [_one("b", v) for v in ('"TRUE"', '"0"', "1", '""')] == [True, False, True, None]
+    assert _one("b", "2") == ("DecodeError", "b")
+    assert _one("t", "1672304486865.5") == utc("2022-12-29T09:01:26.865500+00:00")
+    assert _one("t", '"2024-01-02T03:04:05"') == utc("2024-01-02T03:04:05+00:00")
+    assert _one("t", '"2024-01-02T03:04:05+02:00"') == utc("2024-01-02T01:04:05+00:00")
+    assert _one("tsec", '"1.5"') == utc("1970-01-01T00:00:01.500000+00:00")
+    assert _one("tns", "1672304486865999123") == utc("2022-12-29T09:01:26.865999+00:00")
+    assert _one("d", '"0.10"') == "0.1" and _one("d", '"1.5e3"') == "1500"
+    assert _one("d", '"abc"') == ("DecodeError", "d")
+
+
+@pytest.mark.parametrize("key", ["t", "tsec"])
+@pytest.mark.parametrize("value", [2**63 - 1, -(2**63), 2**63])
+def test_epochs_beyond_64_bit_microseconds_are_decode_errors_not_wrapped(
+    key: str, value: int
+) -> None:
+    # 2**63 - 1 milliseconds once came back as 1969-12-31 (the microseconds wrapped around).
+    assert _one(key, str(value)) == ("DecodeError", key)
+    big = [{"k": str(i), key: 1000} for i in range(1000)] + [{"k": "x", key: value}]
+    with pytest.raises(DecodeError) as caught:
+        LOOSE.from_wire(big)
+    assert caught.value.field == key and str(value) in str(caught.value)
 
 
 @pytest.mark.parametrize("field", ["i", "f", "b", "t", "c"])
@@ -172,7 +223,7 @@ def test_int_columns_read_whole_number_text() -> None:
     frame = LOOSE.from_wire([{"k": "a", "i": "5.0"}, {"k": "b", "i": "5e3"}, {"k": "c", "i": 7.0}])
     assert frame["i"].to_list() == [5, 5000, 7]
     with pytest.raises(DecodeError) as caught:
-        LOOSE._from_wire_general([{"k": "a", "i": "5.5"}])
+        decode_objects(LOOSE, [{"k": "a", "i": "5.5"}])
     assert caught.value.field == "i" and "'5.5'" in str(caught.value)
 
 
@@ -180,3 +231,10 @@ def test_out_of_range_epochs_are_decode_errors() -> None:
     with pytest.raises(DecodeError) as caught:
         LOOSE.from_wire([{"k": "a", "t": 2**63}])
     assert caught.value.field == "t"
+
+
+def test_int_enums_take_whole_numbers_only() -> None:
+    assert _one("n", "1.0") == 1 and _one("n", '"2"') == 2
+    # 1.5 was once read as 1: a member the remote never sent
+    assert _one("n", "1.5") == ("DecodeError", "n")
+    assert _one("n", "true") == ("DecodeError", "n")

@@ -7,7 +7,8 @@ Pure logic (no I/O), used by ``WebSocketConnection``:
   longest dotted prefix (``"kline.5.BTCUSDT"`` -> ``"kline.5"`` -> ``"kline"``). With the
   default extractor and ``data`` still JSON text (``msgspec.Raw``, see
   ``WsProtocol.parse_lazy``), ``TopicDecoder.rows`` decodes it straight into typed rows
-  (``EntitySpec.wire_decoder()``): checked and converted on arrival, turned into a frame later;
+  (``EntitySpec.wire_decoder()``): checked and converted on arrival, turned into a frame later,
+  by the same conversion ``from_wire`` uses (``hubkit.entity.decode``);
 - frames waiting in a queue are grouped into *runs* (``runs``): one per topic while the kind
   stays the same, so a topic's order is kept and a snapshot after deltas starts a new run;
 - ``decode_run`` turns a run into one ``Message`` with a single frame build, and only when
@@ -84,7 +85,7 @@ class TypedRows(list[Any]):
 
 Rows: TypeAlias = "Sequence[Mapping[str, Any]] | TypedRows | pl.DataFrame"
 """A frame's rows between arrival and ``decode_run``: extracted JSON objects, typed rows, or
-(rows only the general ``from_wire`` path accepts) an already decoded frame."""
+(rows only ``from_wire``'s fallback for other shapes accepts) an already decoded frame."""
 
 
 @dataclass(frozen=True)
@@ -98,16 +99,16 @@ class TopicDecoder:
         """A frame's ``data`` -> its rows, checked as far as can be done per frame.
 
         ``data`` that is still JSON text (``msgspec.Raw``) is decoded here: with the default
-        extractor straight into typed rows; when those refuse a value, by the general path,
-        which raises ``DecodeError`` naming the field or returns the decoded frame. Other
-        ``data`` (plain JSON values) goes through ``extract``.
+        extractor straight into typed rows; when msgspec refuses the text's shape or a value,
+        by ``spec.from_wire``, which raises ``DecodeError`` naming the field or returns the
+        decoded frame. Other ``data`` (plain JSON values) goes through ``extract``.
         """
         if isinstance(data, msgspec.Raw):
             if self.extract is default_extract:
                 try:
                     return TypedRows(self.spec.wire_decoder().decode(data))
                 except msgspec.DecodeError:
-                    pass  # not in the typed shape: the general path decides below
+                    pass  # not in the typed shape: from_wire decides below
             try:
                 data = msgspec.json.decode(data)
             except msgspec.DecodeError as exc:
@@ -200,16 +201,10 @@ def decode_run(run: Sequence[RawFrame], report: Report) -> Message | None:
         try:
             frames.append(frame_of(spec, [raw.items]))
         except Exception as exc:
-            error: BaseException = exc
-            if isinstance(raw.items, TypedRows):
-                # Typed rows passed msgspec but a column refused a value: the general path
-                # says which (or accepts the rows after all).
-                try:
-                    frames.append(spec.from_wire(msgspec.to_builtins(raw.items)))
-                    continue
-                except Exception as general:
-                    error = general
-            report(as_decode_error(error, "rows do not decode", None), raw.topic)
+            # Typed rows and JSON objects go through the same conversion
+            # (``hubkit.entity.decode``): the error names the field, nothing else would
+            # accept the frame.
+            report(as_decode_error(exc, "rows do not decode", None), raw.topic)
     if not frames:
         return None
     merged = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
