@@ -3,8 +3,9 @@
 ::
 
     conn = WebSocketConnection(
-        "wss://stream.bybit.com/v5/public/linear",
+        "wss://stream.example.com/v5/public/linear",
         {"publicTrade": TopicDecoder(trade_spec, renamed({"p": "price", "v": "size"}))},
+        protocol=api_protocol,             # the API's message shapes: a ``WsProtocol``
         rest=HttpConnection(...),          # optional: fetch/create/... and gap backfill go here
         on_error=print,                     # malformed frames, failed resubscribes, reconnects
     )
@@ -22,8 +23,8 @@ Promises:
   and forgets it; no ack in ``ack_timeout`` raises ``RemoteTimeout``. Called while
   disconnected or reconnecting, they only record the topics: the next (re)connect subscribes
   them all.
-- A JSON ping every ``ping_interval`` seconds (the protocol's shape); pongs of every ByBit
-  category are recognised. No frame at all for ``silence_timeout`` seconds counts as a dead
+- A ping every ``ping_interval`` seconds (the protocol's shape, when it has one); the
+  protocol recognises the pongs. No frame at all for ``silence_timeout`` seconds counts as a dead
   connection.
 - A dropped or silent connection is reopened with exponential backoff and full jitter; every
   topic is subscribed again, then ``messages()`` yields ``Reconnected(attempt, down_since)``
@@ -74,7 +75,6 @@ from hubkit.connections.wsdecode import (
     runs,
 )
 from hubkit.connections.wsproto import (
-    BybitWsProtocol,
     WsAck,
     WsData,
     WsEvent,
@@ -129,15 +129,17 @@ class _PendingAck:
 class WebSocketConnection:
     """A ``hubkit.StreamingConnection`` over WebSocket; see the module docstring for promises.
 
-    ``WebSocketConnection(url, decoders, *, protocol=BybitWsProtocol(), rest=None,
+    ``WebSocketConnection(url, decoders, *, protocol, rest=None,
     on_error=None, ping_interval=20.0, silence_timeout=45.0, ack_timeout=10.0,
     backoff=Backoff(base=0.5, cap=30.0), max_reconnects=None, sleep=asyncio.sleep,
     max_buffer=1024, batch=256, open_timeout=10.0, max_size=16 MiB, compression=None)``
 
     ``decoders`` maps a topic, or a dotted prefix of it (``"publicTrade"``, ``"kline.5"``), to a
     ``TopicDecoder``, a ``(spec, extractor)`` pair or a bare ``EntitySpec``; the longest match
-    wins. ``rest`` serves ``fetch``/``create``/``update``/``remove`` (gap backfill); without it
-    they raise ``ProtocolError``. ``sleep`` is used for reconnect waits only (injectable).
+    wins. ``protocol`` is the API's message shapes (a ``WsProtocol``, which the provider
+    package of the API supplies). ``rest`` serves ``fetch``/``create``/``update``/``remove``
+    (gap backfill); without it they raise ``ProtocolError``. ``sleep`` is used for reconnect
+    waits only (injectable).
 
     ``on_error`` (an attribute too, settable at any time) receives what the connection handles
     by itself: malformed frames (``DecodeError`` naming the field), failed reconnect attempts
@@ -150,7 +152,7 @@ class WebSocketConnection:
         url: str,
         decoders: Mapping[str, DecoderLike],
         *,
-        protocol: WsProtocol | None = None,
+        protocol: WsProtocol,
         rest: Connection | None = None,
         on_error: ErrorHandler | None = None,
         ping_interval: float | None = 20.0,
@@ -167,11 +169,9 @@ class WebSocketConnection:
     ) -> None:
         self.url = url
         self._decoders = TopicDecoders(decoders)
-        self.protocol: WsProtocol = protocol if protocol is not None else BybitWsProtocol()
+        self.protocol = protocol
         # Data left as JSON text is decoded by the topic's decoder, straight into typed rows.
-        self._parse: Callable[[bytes | str], WsEvent] = getattr(
-            self.protocol, "parse_lazy", self.protocol.parse
-        )
+        self._parse: Callable[[bytes | str], WsEvent] = protocol.parse_lazy
         self.rest = rest
         # Public so a sink can route these errors to its own error handler when unset.
         self.on_error: ErrorHandler | None = on_error
@@ -423,7 +423,7 @@ class WebSocketConnection:
             ws = await connect(
                 self.url,
                 open_timeout=self._open_timeout,
-                ping_interval=None,  # ByBit wants JSON pings; the keepalive task sends them
+                ping_interval=None,  # the protocol's own pings: the keepalive task sends them
                 max_size=self._max_size,
                 compression=self._compression,
                 close_timeout=2.0,

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from hubkit.bybit.envelope import BYBIT_RATE_LIMIT_HEADERS, bybit_route
+from hubkit.bybit.protocol import BybitWsProtocol
 from hubkit.connections import (
     Backoff,
     HttpConnection,
     RetryPolicy,
-    Route,
     WebSocketConnection,
     array_row,
 )
@@ -41,8 +42,8 @@ def rest(sim: BybitSimulator, retry: RetryPolicy | None = None) -> HttpConnectio
     return HttpConnection(
         sim.rest_url,
         {
-            Instrument: Route.bybit("/v5/market/instruments-info", {"category": "linear"}),
-            Kline: Route.bybit(
+            Instrument: bybit_route("/v5/market/instruments-info", {"category": "linear"}),
+            Kline: bybit_route(
                 "/v5/market/kline",
                 {"category": "linear"},
                 paginated=False,
@@ -52,6 +53,7 @@ def rest(sim: BybitSimulator, retry: RetryPolicy | None = None) -> HttpConnectio
             ),
         },
         retries=retry if retry is not None else 3,
+        rate_limit_headers=BYBIT_RATE_LIMIT_HEADERS,
     )
 
 
@@ -113,7 +115,9 @@ def stream(sim: BybitSimulator, errors: list[HubkitError], **kwargs: Any) -> Web
         "silence_timeout": 5.0,
     }
     options.update(kwargs)
-    return WebSocketConnection(sim.ws_endpoint("linear"), {"publicTrade": TRADE}, **options)
+    return WebSocketConnection(
+        sim.ws_endpoint("linear"), {"publicTrade": TRADE}, protocol=BybitWsProtocol(), **options
+    )
 
 
 async def collect(

@@ -10,7 +10,8 @@ import pickle
 import httpx
 import pytest
 
-from hubkit.connections.auth import BybitSigner, Secret, redact
+from hubkit.bybit.signer import BybitSigner
+from hubkit.connections.auth import Secret, redact
 
 KEY = "XXXXXXXXXX"
 SECRET = "s3cr3t-value-never-printed"
