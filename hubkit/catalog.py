@@ -1,16 +1,16 @@
-"""Named datasets and ``load``: one call that returns an up-to-date Polars frame.
+"""Named datasets and the freshness rule: one call that returns an up-to-date Polars frame.
 
 ::
 
-    df = hubkit.load("instruments")                     # every category, one frame
-    df = hubkit.load("klines", symbol="BTCUSDT", interval="60", start="2024-01-01")
-    df = await hubkit.aload("trades", symbol="ETHUSDT")
+    catalog = Catalog([Dataset("notes", Note, "id", sync_notes)])
+    df = catalog.load("notes")                          # synced first if stale
+    df = await catalog.aload("notes", author="ada")
 
 A ``Dataset`` says which entity it holds, how to bring it up to date (an async ``sync``
 function that writes into the store) and how long a successful sync stays fresh
-(``stale_after``). A ``Catalog`` is a plain collection of datasets built by its user;
-``default_catalog()`` returns a *new* one with the ByBit datasets each call (there is no
-global registry).
+(``stale_after``). A ``Catalog`` is a plain collection of datasets built by its user (there is
+no global registry). ``hubkit.load``/``hubkit.aload`` are these calls on the default catalog
+of the ByBit datasets (``hubkit._api``); nothing here knows a provider.
 
 The freshness rule, per dataset and per set of parameters:
 
@@ -49,9 +49,8 @@ __all__ = [
     "Catalog",
     "Dataset",
     "SyncRequest",
-    "aload",
-    "default_catalog",
-    "load",
+    "aload_dataset",
+    "load_dataset",
 ]
 
 SyncFn = Callable[["SyncRequest"], Awaitable[None]]
@@ -197,23 +196,18 @@ class Catalog:
     def __repr__(self) -> str:
         return f"Catalog({self.names()!r})"
 
+    def descriptions(self) -> dict[str, str]:
+        """``{name: description}`` of every dataset, sorted by name."""
+        return {name: self._datasets[name].description for name in self.names()}
+
     def load(self, name: str, *, store: Any = None, **params: Any) -> pl.DataFrame:
-        """``load(name, catalog=self, store=store, **params)``."""
-        return load(name, catalog=self, store=store, **params)
+        """Dataset ``name`` as a Polars frame, synced first if it is stale (see
+        ``load_dataset``)."""
+        return load_dataset(self, name, store=store, params=params, stacklevel=3)
 
     async def aload(self, name: str, *, store: Any = None, **params: Any) -> pl.DataFrame:
-        """``await aload(name, catalog=self, store=store, **params)``."""
-        return await aload(name, catalog=self, store=store, **params)
-
-
-def default_catalog(*, rest_url: str | None = None) -> Catalog:
-    """A new catalog with ByBit's ``instruments``, ``trades``, ``tickers`` and ``klines``.
-
-    ``rest_url`` overrides ``$HUBKIT_BYBIT_REST_URL`` (default: ByBit mainnet).
-    """
-    from hubkit.bybit.datasets import bybit_datasets
-
-    return Catalog(bybit_datasets(rest_url=rest_url))
+        """``load``, awaited (see ``aload_dataset``)."""
+        return await aload_dataset(self, name, store=store, params=params, stacklevel=3)
 
 
 # -- the freshness rule ---------------------------------------------------------------------
@@ -306,41 +300,50 @@ async def _aload_core(dataset: Dataset, store: Any, params: Mapping[str, Any]) -
 
 
 def _prepare(
-    catalog: Catalog | None, name: str, params: Mapping[str, Any]
+    catalog: Catalog, name: str, params: Mapping[str, Any]
 ) -> tuple[Dataset, dict[str, Any]]:
-    cat = catalog if catalog is not None else default_catalog()
-    dataset = cat[name]
+    dataset = catalog[name]
     return dataset, dataset.resolve_params(params)
 
 
-def load(
-    name: str, *, catalog: Catalog | None = None, store: Any = None, **params: Any
+def load_dataset(
+    catalog: Catalog,
+    name: str,
+    *,
+    store: Any = None,
+    params: Mapping[str, Any] | None = None,
+    stacklevel: int = 2,
 ) -> pl.DataFrame:
-    """Return dataset ``name`` as a Polars frame, synced first if it is stale.
+    """Return dataset ``name`` of ``catalog`` as a Polars frame, synced first if it is stale.
 
-    ``catalog`` defaults to ``default_catalog()``; ``store`` is a ``Store``, a path or a
-    SQLAlchemy URL (default: ``$HUBKIT_HOME/hubkit.db``). ``params`` are the dataset's
-    parameters (e.g. ``symbol="BTCUSDT"``). Blocking; the work runs on hubkit's loop.
-    Raises ``OfflineError`` when the remote is unreachable and nothing is stored; warns with
-    ``StaleDataWarning`` when it returns stored rows it could not refresh.
+    ``store`` is a ``Store``, a path or a SQLAlchemy URL (default: ``$HUBKIT_HOME/hubkit.db``).
+    ``params`` are the dataset's parameters (e.g. ``{"symbol": "BTCUSDT"}``). Blocking; the
+    work runs on hubkit's loop. Raises ``OfflineError`` when the remote is unreachable and
+    nothing is stored; warns with ``StaleDataWarning`` (attributed ``stacklevel`` frames up)
+    when it returns stored rows it could not refresh.
     """
     from hubkit.bridge import run
 
-    dataset, prepared = _prepare(catalog, name, params)
+    dataset, prepared = _prepare(catalog, name, params or {})
     loaded = run(_aload_core(dataset, store, prepared))
     if loaded.warning is not None:
-        warnings.warn(loaded.warning, StaleDataWarning, stacklevel=2)
+        warnings.warn(loaded.warning, StaleDataWarning, stacklevel=stacklevel)
     return loaded.frame
 
 
-async def aload(
-    name: str, *, catalog: Catalog | None = None, store: Any = None, **params: Any
+async def aload_dataset(
+    catalog: Catalog,
+    name: str,
+    *,
+    store: Any = None,
+    params: Mapping[str, Any] | None = None,
+    stacklevel: int = 2,
 ) -> pl.DataFrame:
-    """``load``, awaited: the work runs on hubkit's loop; the caller's loop stays free."""
+    """``load_dataset``, awaited: the work runs on hubkit's loop; the caller's loop stays free."""
     from hubkit.bridge import arun
 
-    dataset, prepared = _prepare(catalog, name, params)
+    dataset, prepared = _prepare(catalog, name, params or {})
     loaded = await arun(_aload_core(dataset, store, prepared))
     if loaded.warning is not None:
-        warnings.warn(loaded.warning, StaleDataWarning, stacklevel=2)
+        warnings.warn(loaded.warning, StaleDataWarning, stacklevel=stacklevel)
     return loaded.frame

@@ -477,7 +477,7 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _open_catalog() -> Any:
-    from hubkit.catalog import default_catalog
+    from hubkit.bybit.datasets import default_catalog
 
     return default_catalog()
 
@@ -504,7 +504,7 @@ def _load_frame(catalog: Any, name: str, store: str | None, params: dict[str, An
     stacks the frames (the ByBit trade datasets take one symbol per load)."""
     import polars as pl
 
-    from hubkit.catalog import load
+    from hubkit._api import load
 
     if "symbols" not in params:
         return load(name, catalog=catalog, store=store, **params)

@@ -30,17 +30,21 @@ from hubkit.bybit.presets import CATEGORIES, rest_url, ws_url
 
 if TYPE_CHECKING:
     from hubkit.bybit.backfill import BackfillResult, abackfill_klines, backfill_klines
-    from hubkit.bybit.datasets import bybit_datasets
+    from hubkit.bybit.datasets import bybit_datasets, default_catalog
+    from hubkit.bybit.protocol import BybitWsProtocol
     from hubkit.bybit.provider import (
         InstrumentChange,
         InstrumentProvider,
         aopen_trades,
         open_trades,
     )
+    from hubkit.bybit.signer import BybitSigner
 
 __all__ = [
     "CATEGORIES",
     "BackfillResult",
+    "BybitSigner",
+    "BybitWsProtocol",
     "Instrument",
     "InstrumentChange",
     "InstrumentProvider",
@@ -51,6 +55,7 @@ __all__ = [
     "aopen_trades",
     "backfill_klines",
     "bybit_datasets",
+    "default_catalog",
     "open_trades",
     "rest_url",
     "ws_url",
@@ -66,6 +71,9 @@ _LAZY = {
     "aopen_trades": "hubkit.bybit.provider",
     "open_trades": "hubkit.bybit.provider",
     "bybit_datasets": "hubkit.bybit.datasets",
+    "default_catalog": "hubkit.bybit.datasets",
+    "BybitSigner": "hubkit.bybit.signer",
+    "BybitWsProtocol": "hubkit.bybit.protocol",
 }
 
 

@@ -45,12 +45,12 @@ from hubkit.bybit.presets import (
     trade_table,
 )
 from hubkit.bybit.rest import BybitRest
-from hubkit.catalog import Dataset, SyncRequest
+from hubkit.catalog import Catalog, Dataset, SyncRequest
 
 if TYPE_CHECKING:
     from hubkit.store import TableStore
 
-__all__ = ["OFFLINE_HINT", "bybit_datasets"]
+__all__ = ["OFFLINE_HINT", "bybit_datasets", "default_catalog"]
 
 OFFLINE_HINT: Final = (
     "To work without ByBit, start the local simulator with `hubkit simulate` and point hubkit "
@@ -279,3 +279,11 @@ def bybit_datasets(*, rest_url: str | None = None) -> list[Dataset]:
             offline_hint=OFFLINE_HINT,
         ),
     ]
+
+
+def default_catalog(*, rest_url: str | None = None) -> Catalog:
+    """A new catalog with ByBit's ``instruments``, ``trades``, ``tickers`` and ``klines``.
+
+    ``rest_url`` overrides ``$HUBKIT_BYBIT_REST_URL`` (default: ByBit mainnet).
+    """
+    return Catalog(bybit_datasets(rest_url=rest_url))
