@@ -40,9 +40,9 @@ from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
 from hubkit.testing.bybit.book import DepthView
-from hubkit.testing.bybit.catalog import Catalog, Instrument
 from hubkit.testing.bybit.faults import FaultCounter, Faults
 from hubkit.testing.bybit.groundtruth import GroundTruth
+from hubkit.testing.bybit.instruments import Catalog, Instrument
 from hubkit.testing.bybit.market import Market
 from hubkit.testing.bybit.pricing import SimClock, candle_start, next_candle_start
 from hubkit.testing.bybit.rest import ENCODER, RestApi, RestResult, envelope

@@ -27,8 +27,8 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
-from hubkit.testing.bybit.catalog import load_catalog
 from hubkit.testing.bybit.faults import Faults
+from hubkit.testing.bybit.instruments import load_catalog
 from hubkit.testing.bybit.market import Market
 from hubkit.testing.bybit.pricing import SimClock
 from hubkit.testing.bybit.server import Hub, HubOptions, SimServer
