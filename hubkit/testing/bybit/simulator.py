@@ -28,10 +28,11 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
 from hubkit.testing.bybit.faults import Faults
+from hubkit.testing.bybit.hub import Hub, HubOptions
 from hubkit.testing.bybit.instruments import load_catalog
 from hubkit.testing.bybit.market import Market
 from hubkit.testing.bybit.pricing import SimClock
-from hubkit.testing.bybit.server import Hub, HubOptions, SimServer
+from hubkit.testing.bybit.server import SimServer
 
 if TYPE_CHECKING:
     import polars as pl
