@@ -433,7 +433,9 @@ class Hub:
             category, name = key
             topic = self.topics[key]
             inst = self.catalog.get(category, topic.symbol)
-            assert inst is not None
+            if inst is None:  # delisted while subscribed: its candles end here
+                del self.klines[key]
+                continue
             current = candle_start(topic.interval, now)
             if current > start:
                 closed, _ = self._kline_item(inst, topic, start, now, confirm=True)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from hubkit.testing.bybit.faults import Faults
 from hubkit.testing.bybit.hub import Hub, HubOptions
-from hubkit.testing.bybit.instruments import load_catalog
+from hubkit.testing.bybit.instruments import Instrument, listed_like, load_catalog, with_status
 from hubkit.testing.bybit.market import Market
 from hubkit.testing.bybit.pricing import SimClock
 from hubkit.testing.bybit.server import SimServer
@@ -356,6 +356,39 @@ class BybitSimulator:
     def disconnect_all(self) -> int:
         """Drop every WebSocket connection now (counted as ``ws_drop_manual``)."""
         return self._call(self.hub.disconnect_all)
+
+    # -- listings (applied on the simulator's loop) ---------------------------------------------
+
+    def list_symbol(
+        self, category: str, symbol: str, *, like: str, status: str = "Trading"
+    ) -> None:
+        """List a new instrument ``symbol`` shaped like the listed ``like`` (same filters and
+        coins), launched now; ``instruments-info`` serves it from the next request on."""
+
+        def apply() -> None:
+            model = self._listed(category, like)
+            if self.catalog.get(category, symbol) is not None:
+                raise ValueError(f"{category} {symbol} is already listed")
+            launch = self._hub.clock.now_ms() if self._hub is not None else model.launch_time
+            self.catalog.put(listed_like(model, symbol, status, launch))
+
+        self._call(apply)
+
+    def set_status(self, category: str, symbol: str, status: str) -> None:
+        """Change a listed instrument's ``status`` (``"Trading"``, ``"PreLaunch"``,
+        ``"Delivering"``, ``"Closed"``); ``instruments-info`` shows it from the next request
+        on (without a ``status`` parameter it lists only what ByBit lists by default)."""
+        self._call(lambda: self.catalog.put(with_status(self._listed(category, symbol), status)))
+
+    def delist(self, category: str, symbol: str) -> None:
+        """Take ``symbol`` off ``instruments-info`` altogether (it is gone from every list)."""
+        self._call(lambda: self.catalog.remove(self._listed(category, symbol).category, symbol))
+
+    def _listed(self, category: str, symbol: str) -> Instrument:
+        inst = self.catalog.get(category, symbol)
+        if inst is None:
+            raise ValueError(f"no {category} instrument {symbol!r} is listed")
+        return inst
 
     def __repr__(self) -> str:
         state = "running" if self._server is not None and not self._stopped else "stopped"
