@@ -36,7 +36,7 @@ from hubkit.bybit.entities import (
     PublicTrade,
     Ticker,
 )
-from hubkit.bybit.klines import interval_ms, to_ms
+from hubkit.bybit.klines import kline_interval, to_ms
 from hubkit.bybit.presets import (
     CATEGORIES,
     INSTRUMENT_TABLE,
@@ -176,8 +176,7 @@ def _tickers_read(table: TableStore, params: Mapping[str, Any]) -> pl.DataFrame:
 
 def _klines_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
     _known(params, ("symbol", "interval", "start", "end", "category"), "klines")
-    interval = str(_required(params, "interval", "klines"))
-    interval_ms(interval)  # validates
+    interval = kline_interval(_required(params, "interval", "klines"))
     end = params.get("end")
     return {
         "symbol": str(_required(params, "symbol", "klines")),

@@ -22,6 +22,7 @@ from typing import Final
 
 from hubkit.bybit.entities import Instrument, Kline, PublicTrade, Ticker
 from hubkit.bybit.envelope import bybit_route
+from hubkit.bybit.klines import kline_interval
 from hubkit.connections.routes import Route
 
 __all__ = [
@@ -117,5 +118,5 @@ def trade_table(category: str) -> str:
 
 def kline_table(category: str, symbol: str, interval: str) -> str:
     """The table of one kline series (each keeps its own backfill cursor):
-    ``bybit_kline_linear_btcusdt_60``."""
-    return f"bybit_kline_{_slug(category)}_{_slug(symbol)}_{_slug(interval)}"
+    ``bybit_kline_linear_btcusdt_60``; ``"1h"`` names the same table as ``"60"``."""
+    return f"bybit_kline_{_slug(category)}_{_slug(symbol)}_{_slug(kline_interval(interval))}"

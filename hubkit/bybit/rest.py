@@ -42,6 +42,7 @@ from hubkit.bybit.entities import (
     normalize_ticker,
 )
 from hubkit.bybit.envelope import BYBIT_RATE_LIMIT_HEADERS
+from hubkit.bybit.klines import kline_interval
 from hubkit.bybit.presets import (
     CATEGORIES,
     INSTRUMENTS_ROUTE,
@@ -275,8 +276,10 @@ class BybitRest:
         spec: EntitySpec | None = None,
     ) -> tuple[pl.DataFrame, int | None]:
         """``klines`` plus the server's clock (the envelope's ``time``, ms) at the answer, which
-        tells which candle is still open."""
+        tells which candle is still open. ``interval``: ByBit's name or a usual one (``"1h"``).
+        """
         _category({"category": category})
+        interval = kline_interval(interval)
         body = await self._body(
             KLINE_ROUTE,
             {
