@@ -10,13 +10,21 @@
 Without ``catalog=``, the datasets are ByBit's (``hubkit.bybit.datasets.default_catalog``),
 imported on first use so that ``import hubkit`` stays cheap. The freshness rule is
 ``hubkit.catalog``'s.
+
+Module state: the default catalogue's ``LoadCache`` (``_DEFAULT_CACHE``: the stores its loads
+opened and the frames of fresh datasets, see ``hubkit.loadcache``) lives as long as the
+process, so that a repeated ``load`` of a fresh dataset answers in well under a millisecond
+without touching the store. Like the bridge's loop it is per process: a forked child starts
+with an empty one; the stores close at exit.
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from hubkit.catalog import aload_dataset, load_dataset
+from hubkit.loadcache import LoadCache
 
 if TYPE_CHECKING:
     import polars as pl
@@ -25,13 +33,16 @@ if TYPE_CHECKING:
 
 __all__ = ["aload", "datasets", "load"]
 
+_DEFAULT_CACHE = LoadCache()
+os.register_at_fork(after_in_child=_DEFAULT_CACHE.forget)
+
 
 def _catalog(catalog: Catalog | None) -> Catalog:
     if catalog is not None:
         return catalog
     from hubkit.bybit.datasets import default_catalog
 
-    return default_catalog()
+    return default_catalog(cache=_DEFAULT_CACHE)
 
 
 def load(

@@ -29,21 +29,25 @@ freshness survives restarts and is shared by every process using the same store 
 from __future__ import annotations
 
 import json
+import os
 import warnings
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from hubkit.bridge import run_sync_in_worker
 from hubkit.errors import HubkitError, OfflineError, RemoteError, StaleDataWarning, TransportError
+from hubkit.loadcache import FileToken, LoadCache, file_token
 
 if TYPE_CHECKING:
     from hubkit.entity import EntitySpec
-    from hubkit.store import Store, TableStore
+    from hubkit.store import TableStore
 
 __all__ = [
     "Catalog",
@@ -157,10 +161,20 @@ class Catalog:
     """A collection of datasets, built by its user: ``Catalog([ds1, ds2])``, ``add(ds)``.
 
     ``catalog.load(name, **params)`` / ``await catalog.aload(...)`` are ``load`` with this
-    catalog. Names are unique; ``add`` refuses a duplicate unless ``replace=True``.
+    catalog. ``cache`` (default: the catalog's own) keeps the stores its loads opened and the
+    frames of fresh datasets they returned (``LoadCache``); ``close()`` releases them. Names
+    are unique; ``add`` refuses a duplicate unless ``replace=True``.
     """
 
-    def __init__(self, datasets: Iterator[Dataset] | list[Dataset] | tuple[Dataset, ...] = ()):
+    def __init__(
+        self,
+        datasets: Iterator[Dataset] | list[Dataset] | tuple[Dataset, ...] = (),
+        *,
+        cache: LoadCache | None = None,
+    ) -> None:
+        self.cache = cache if cache is not None else LoadCache()
+        if cache is None:  # its own: the stores it opened close with the catalog
+            weakref.finalize(self, self.cache.close)
         self._datasets: dict[str, Dataset] = {}
         for ds in datasets:
             self.add(ds)
@@ -195,6 +209,10 @@ class Catalog:
 
     def __repr__(self) -> str:
         return f"Catalog({self.names()!r})"
+
+    def close(self) -> None:
+        """Close the stores this catalog's loads keep open (see ``LoadCache``)."""
+        self.cache.close()
 
     def descriptions(self) -> dict[str, str]:
         """``{name: description}`` of every dataset, sorted by name."""
@@ -257,13 +275,48 @@ def _is_unreachable(exc: BaseException) -> bool:
 class _Loaded:
     frame: pl.DataFrame
     warning: str | None = None
+    fresh_until: datetime | None = None  # set when the rows answer a fresh dataset
+    token: FileToken | None = None  # the store file's token taken before the rows were read
 
 
-async def _aload_core(dataset: Dataset, store: Any, params: Mapping[str, Any]) -> _Loaded:
+def _store_file(store: Any) -> str | None:
+    """The SQLite file a ``store`` argument names, or None (a server, or an in-memory one)."""
+    from hubkit.store import Store, default_store_url
+
+    if isinstance(store, Store):
+        url = store.url
+    elif store is None:
+        url = default_store_url()
+    elif isinstance(store, os.PathLike) or (isinstance(store, str) and "://" not in store):
+        return str(Path(os.fspath(store)).expanduser().resolve())
+    else:
+        url = str(store)
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == prefix or ":memory:" in url:
+        return None
+    return url[len(prefix) :].split("?", 1)[0]
+
+
+def _read(
+    dataset: Dataset, table: TableStore, params: Mapping[str, Any], path: str | None
+) -> tuple[pl.DataFrame, FileToken | None]:
+    """The rows that answer ``params``, and the file token taken just before reading them."""
+    token = None if path is None else file_token(path)
+    return dataset.read(table, params), token
+
+
+async def _aload_core(
+    dataset: Dataset, store: Any, params: Mapping[str, Any], path: str | None, cache: LoadCache
+) -> _Loaded:
     from hubkit.store import Store
 
-    own = not isinstance(store, Store)
-    st: Store = await run_sync_in_worker(Store, store) if own else store
+    own = False
+    if isinstance(store, Store):
+        st = store
+    elif path is not None:
+        st = await run_sync_in_worker(cache.store, path)
+    else:
+        st, own = await run_sync_in_worker(Store, store), True
     try:
         spec = dataset.spec()
         table = await run_sync_in_worker(partial(st.table, spec, name=dataset.table_name(params)))
@@ -272,7 +325,8 @@ async def _aload_core(dataset: Dataset, store: Any, params: Mapping[str, Any]) -
         last = _last_sync(state.extra, key)
         now = _utcnow()
         if last is not None and now - last < dataset.stale_after:
-            return _Loaded(await run_sync_in_worker(dataset.read, table, params))
+            frame, token = await run_sync_in_worker(_read, dataset, table, params, path)
+            return _Loaded(frame, fresh_until=last + dataset.stale_after, token=token)
         try:
             await dataset.sync(SyncRequest(dataset, params, table))
         except HubkitError as exc:
@@ -292,8 +346,10 @@ async def _aload_core(dataset: Dataset, store: Any, params: Mapping[str, Any]) -
                 f"dataset {dataset.name!r} could not be synced ({exc}); returning the "
                 f"{frame.height} stored rows, {_age_text(age)}",
             )
-        await run_sync_in_worker(_mark_fresh, table, key, _utcnow())
-        return _Loaded(await run_sync_in_worker(dataset.read, table, params))
+        synced = _utcnow()
+        await run_sync_in_worker(_mark_fresh, table, key, synced)
+        frame, token = await run_sync_in_worker(_read, dataset, table, params, path)
+        return _Loaded(frame, fresh_until=synced + dataset.stale_after, token=token)
     finally:
         if own:
             await run_sync_in_worker(st.close)
@@ -304,6 +360,18 @@ def _prepare(
 ) -> tuple[Dataset, dict[str, Any]]:
     dataset = catalog[name]
     return dataset, dataset.resolve_params(params)
+
+
+def _frame_key(dataset: Dataset, params: Mapping[str, Any], path: str) -> tuple[str, ...]:
+    return (path, dataset.name, dataset.table_name(params) or "", _params_key(params))
+
+
+def _remember(cache: LoadCache, key: tuple[str, ...] | None, loaded: _Loaded) -> pl.DataFrame:
+    """Keep what answered a fresh dataset (see ``LoadCache``); the caller gets a copy."""
+    if key is None or loaded.fresh_until is None or loaded.token is None:
+        return loaded.frame
+    cache.keep(key, loaded.frame, loaded.fresh_until, loaded.token)
+    return loaded.frame.clone()
 
 
 def load_dataset(
@@ -321,14 +389,24 @@ def load_dataset(
     work runs on hubkit's loop. Raises ``OfflineError`` when the remote is unreachable and
     nothing is stored; warns with ``StaleDataWarning`` (attributed ``stacklevel`` frames up)
     when it returns stored rows it could not refresh.
+
+    The store of a SQLite file stays open in ``catalog.cache`` for the next call; a repeated
+    call for a dataset that is still fresh, on a file nobody wrote to since, returns a copy of
+    the frame the cache kept, without touching the store.
     """
     from hubkit.bridge import run
 
     dataset, prepared = _prepare(catalog, name, params or {})
-    loaded = run(_aload_core(dataset, store, prepared))
+    path = _store_file(store)
+    key = None if path is None else _frame_key(dataset, prepared, path)
+    if key is not None and path is not None:
+        kept = catalog.cache.frame(key, path, _utcnow())
+        if kept is not None:
+            return kept
+    loaded = run(_aload_core(dataset, store, prepared, path, catalog.cache))
     if loaded.warning is not None:
         warnings.warn(loaded.warning, StaleDataWarning, stacklevel=stacklevel)
-    return loaded.frame
+    return _remember(catalog.cache, key, loaded)
 
 
 async def aload_dataset(
@@ -343,7 +421,13 @@ async def aload_dataset(
     from hubkit.bridge import arun
 
     dataset, prepared = _prepare(catalog, name, params or {})
-    loaded = await arun(_aload_core(dataset, store, prepared))
+    path = _store_file(store)
+    key = None if path is None else _frame_key(dataset, prepared, path)
+    if key is not None and path is not None:
+        kept = catalog.cache.frame(key, path, _utcnow())
+        if kept is not None:
+            return kept
+    loaded = await arun(_aload_core(dataset, store, prepared, path, catalog.cache))
     if loaded.warning is not None:
         warnings.warn(loaded.warning, StaleDataWarning, stacklevel=stacklevel)
-    return loaded.frame
+    return _remember(catalog.cache, key, loaded)

@@ -46,6 +46,7 @@ from hubkit.bybit.presets import (
 )
 from hubkit.bybit.rest import BybitRest
 from hubkit.catalog import Catalog, Dataset, SyncRequest
+from hubkit.loadcache import LoadCache
 
 if TYPE_CHECKING:
     from hubkit.store import TableStore
@@ -280,9 +281,11 @@ def bybit_datasets(*, rest_url: str | None = None) -> list[Dataset]:
     ]
 
 
-def default_catalog(*, rest_url: str | None = None) -> Catalog:
+def default_catalog(*, rest_url: str | None = None, cache: LoadCache | None = None) -> Catalog:
     """A new catalog with ByBit's ``instruments``, ``trades``, ``tickers`` and ``klines``.
 
-    ``rest_url`` overrides ``$HUBKIT_BYBIT_REST_URL`` (default: ByBit mainnet).
+    ``rest_url`` overrides ``$HUBKIT_BYBIT_REST_URL`` (default: ByBit mainnet); ``cache``
+    (default: the catalog's own) keeps stores and fresh frames between loads
+    (``hubkit.loadcache``).
     """
-    return Catalog(bybit_datasets(rest_url=rest_url))
+    return Catalog(bybit_datasets(rest_url=rest_url), cache=cache)
