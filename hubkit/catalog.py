@@ -32,7 +32,7 @@ import json
 import os
 import warnings
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -362,16 +362,40 @@ def _prepare(
     return dataset, dataset.resolve_params(params)
 
 
-def _frame_key(dataset: Dataset, params: Mapping[str, Any], path: str) -> tuple[str, ...]:
-    return (path, dataset.name, dataset.table_name(params) or "", _params_key(params))
+@dataclass(frozen=True)
+class _Request:
+    """One ``load``: the dataset, its prepared parameters, the store and what the cache kept."""
 
+    catalog: Catalog
+    dataset: Dataset
+    params: dict[str, Any]
+    store: Any
+    path: str | None  # the SQLite file, when the store is one
+    key: tuple[str, ...] | None  # the cache key of the answer, when it may be kept
+    kept: pl.DataFrame | None  # the kept answer of a fresh dataset, if any
 
-def _remember(cache: LoadCache, key: tuple[str, ...] | None, loaded: _Loaded) -> pl.DataFrame:
-    """Keep what answered a fresh dataset (see ``LoadCache``); the caller gets a copy."""
-    if key is None or loaded.fresh_until is None or loaded.token is None:
-        return loaded.frame
-    cache.keep(key, loaded.frame, loaded.fresh_until, loaded.token)
-    return loaded.frame.clone()
+    @classmethod
+    def of(
+        cls, catalog: Catalog, name: str, store: Any, params: Mapping[str, Any] | None
+    ) -> _Request:
+        dataset, prepared = _prepare(catalog, name, params or {})
+        path = _store_file(store)
+        key = kept = None
+        if path is not None:
+            key = (path, dataset.name, dataset.table_name(prepared) or "", _params_key(prepared))
+            kept = catalog.cache.frame(key, path, _utcnow())
+        return cls(catalog, dataset, prepared, store, path, key, kept)
+
+    def load(self) -> Coroutine[Any, Any, _Loaded]:
+        """The freshness rule's work, to run on hubkit's loop."""
+        return _aload_core(self.dataset, self.store, self.params, self.path, self.catalog.cache)
+
+    def remember(self, loaded: _Loaded) -> pl.DataFrame:
+        """Keep what answered a fresh dataset (see ``LoadCache``); the caller gets a copy."""
+        if self.key is None or loaded.fresh_until is None or loaded.token is None:
+            return loaded.frame
+        self.catalog.cache.keep(self.key, loaded.frame, loaded.fresh_until, loaded.token)
+        return loaded.frame.clone()
 
 
 def load_dataset(
@@ -396,17 +420,13 @@ def load_dataset(
     """
     from hubkit.bridge import run
 
-    dataset, prepared = _prepare(catalog, name, params or {})
-    path = _store_file(store)
-    key = None if path is None else _frame_key(dataset, prepared, path)
-    if key is not None and path is not None:
-        kept = catalog.cache.frame(key, path, _utcnow())
-        if kept is not None:
-            return kept
-    loaded = run(_aload_core(dataset, store, prepared, path, catalog.cache))
+    request = _Request.of(catalog, name, store, params)
+    if request.kept is not None:
+        return request.kept
+    loaded = run(request.load())
     if loaded.warning is not None:
         warnings.warn(loaded.warning, StaleDataWarning, stacklevel=stacklevel)
-    return _remember(catalog.cache, key, loaded)
+    return request.remember(loaded)
 
 
 async def aload_dataset(
@@ -420,14 +440,10 @@ async def aload_dataset(
     """``load_dataset``, awaited: the work runs on hubkit's loop; the caller's loop stays free."""
     from hubkit.bridge import arun
 
-    dataset, prepared = _prepare(catalog, name, params or {})
-    path = _store_file(store)
-    key = None if path is None else _frame_key(dataset, prepared, path)
-    if key is not None and path is not None:
-        kept = catalog.cache.frame(key, path, _utcnow())
-        if kept is not None:
-            return kept
-    loaded = await arun(_aload_core(dataset, store, prepared, path, catalog.cache))
+    request = _Request.of(catalog, name, store, params)
+    if request.kept is not None:
+        return request.kept
+    loaded = await arun(request.load())
     if loaded.warning is not None:
         warnings.warn(loaded.warning, StaleDataWarning, stacklevel=stacklevel)
-    return _remember(catalog.cache, key, loaded)
+    return request.remember(loaded)
