@@ -16,6 +16,7 @@ Which failures are retried inside one call (``RetryPolicy.wait_for`` decides the
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -48,6 +49,25 @@ logger = logging.getLogger("hubkit.connections")
 Headers = Mapping[str, "str | Secret"]
 
 
+def userinfo_auth(url: str) -> tuple[str, dict[str, str | Secret], tuple[Secret, ...]]:
+    """``url`` without ``user:password@``, the Basic ``Authorization`` header it stood for, and
+    the secrets to mask (the password and the header value).
+
+    httpx logs each request's URL at INFO; a URL that carries no credentials keeps them out of
+    that line. Without user info: ``(url, {}, ())``.
+    """
+    if "@" not in url:
+        return url, {}, ()
+    parsed = httpx.URL(url)
+    if not parsed.username and not parsed.password:
+        return url, {}, ()
+    pair = f"{parsed.username}:{parsed.password}".encode()
+    header = Secret("Basic " + base64.b64encode(pair).decode("ascii"))
+    secrets = (header, Secret(parsed.password)) if parsed.password else (header,)
+    bare = str(parsed.copy_with(username=None, password=None))
+    return bare, {"Authorization": header}, secrets
+
+
 def public_url(url: str | httpx.URL) -> str:
     """``url`` without user info, query or fragment: safe for reprs and messages."""
     parsed = httpx.URL(url)
@@ -78,13 +98,16 @@ class HttpClient:
         headers: Headers | None,
         transport: httpx.AsyncBaseTransport | None,
         rate_limit_headers: RateLimitHeaders | None = None,
+        secrets: tuple[Secret, ...] = (),
     ) -> None:
+        base_url, url_headers, url_secrets = userinfo_auth(base_url)
         self.base_url = base_url
+        self._secrets = (*url_secrets, *secrets)
         self.timeout = timeout
         self.retry = retry
         self.limiter = limiter
         self.auth = auth
-        self._headers = dict(headers or {})
+        self._headers: dict[str, str | Secret] = {**url_headers, **dict(headers or {})}
         self._transport = transport
         self._rate_limit_headers = rate_limit_headers
         self._client: httpx.AsyncClient | None = None
@@ -120,6 +143,7 @@ class HttpClient:
 
     def secrets(self) -> list[Secret]:
         found = [value for value in self._headers.values() if isinstance(value, Secret)]
+        found.extend(self._secrets)
         if self.auth is not None:
             found.extend(self.auth.secrets())
         return found

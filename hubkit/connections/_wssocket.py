@@ -7,6 +7,7 @@ import contextlib
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
+from hubkit.connections.auth import without_userinfo
 from hubkit.errors import RemoteTimeout, TransportError
 
 __all__ = ["abort", "open_socket"]
@@ -28,9 +29,10 @@ async def open_socket(
             close_timeout=2.0,
         )
     except TimeoutError as exc:
-        raise RemoteTimeout(f"WebSocket {url}: no handshake in time") from exc
+        raise RemoteTimeout(f"WebSocket {without_userinfo(url)}: no handshake in time") from exc
     except (OSError, InvalidHandshake, InvalidURI) as exc:
-        raise TransportError(f"WebSocket {url}: could not connect ({exc})") from exc
+        shown = without_userinfo(url)
+        raise TransportError(f"WebSocket {shown}: could not connect ({exc})") from exc
 
 
 async def abort(ws: ClientConnection) -> None:

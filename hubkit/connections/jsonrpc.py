@@ -49,6 +49,7 @@ from hubkit.connections._transport import (
     make_retry,
     public_url,
     status_error,
+    userinfo_auth,
 )
 from hubkit.connections._wire import decode_items, dig, echo_to_row, key_to_wire, split_path
 from hubkit.connections.auth import Secret, Signer
@@ -119,7 +120,8 @@ class JsonRpcConnection:
         transport: httpx.AsyncBaseTransport | None = None,
         rate_limit_headers: RateLimitHeaders | None = None,
     ) -> None:
-        self.url = url
+        # Credentials in the URL travel as a Basic header, so no log line shows them.
+        self.url, url_headers, url_secrets = userinfo_auth(url)
         self._methods: JsonRpcMethods | Mapping[type | str, JsonRpcMethods] = (
             methods if isinstance(methods, JsonRpcMethods) else MappingProxyType(dict(methods))
         )
@@ -130,9 +132,10 @@ class JsonRpcConnection:
             retry=make_retry(retries),
             limiter=make_limiter(rate_limit),
             auth=auth,
-            headers=headers,
+            headers={**url_headers, **dict(headers or {})},
             transport=transport,
             rate_limit_headers=rate_limit_headers,
+            secrets=url_secrets,
         )
         self._ids = itertools.count(1)
 

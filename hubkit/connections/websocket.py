@@ -64,6 +64,7 @@ from hubkit.connections._wsacks import AckBook, PendingAck, merge_refusals, refu
 from hubkit.connections._wsqueue import END, Channel, Failure, QueueItem, coalesce
 from hubkit.connections._wsrest import RestVerbs
 from hubkit.connections._wssocket import abort, open_socket
+from hubkit.connections.auth import without_userinfo
 from hubkit.connections.retry import Backoff, Sleep
 from hubkit.connections.wsdecode import (
     DecoderLike,
@@ -78,6 +79,7 @@ from hubkit.connections.wsproto import (
     WsEvent,
     WsPong,
     WsProtocol,
+    check_topics,
     chunked,
 )
 from hubkit.errors import (
@@ -137,6 +139,7 @@ class WebSocketConnection(RestVerbs):
         compression: str | None = None,
     ) -> None:
         self.url = url
+        self._shown = without_userinfo(url)  # for messages and logs: no credentials
         self._decoders = TopicDecoders(decoders)
         self.protocol = protocol
         # Data left as JSON text is decoded by the topic's decoder, straight into typed rows.
@@ -179,7 +182,7 @@ class WebSocketConnection(RestVerbs):
     def __repr__(self) -> str:
         state = "connected" if self.is_connected else "disconnected"
         return (
-            f"<WebSocketConnection {self.url} topics={len(self._topics)} "
+            f"<WebSocketConnection {self._shown} topics={len(self._topics)} "
             f"reconnects={self.reconnects} {state}>"
         )
 
@@ -223,7 +226,7 @@ class WebSocketConnection(RestVerbs):
         self._ws = ws
         self._streaming = True
         self._reader = asyncio.create_task(
-            self._run(ws, early), name=f"hubkit-ws-reader {self.url}"
+            self._run(ws, early), name=f"hubkit-ws-reader {self._shown}"
         )
         keeper_running = self._keeper is not None and not self._keeper.done()
         if (self.ping_interval or self.silence_timeout) and not keeper_running:
@@ -276,7 +279,7 @@ class WebSocketConnection(RestVerbs):
 
     async def subscribe(self, topics: Sequence[str]) -> None:
         """Subscribe ``topics`` (see the module docstring). Already-kept topics are skipped."""
-        new = [topic for topic in dict.fromkeys(_check_topics(topics)) if topic not in self._topics]
+        new = [topic for topic in dict.fromkeys(check_topics(topics)) if topic not in self._topics]
         for topic in new:
             self._topics[topic] = None
         ws = self._ws
@@ -287,7 +290,7 @@ class WebSocketConnection(RestVerbs):
 
     async def unsubscribe(self, topics: Sequence[str]) -> None:
         """Stop ``topics``; rows already buffered for them are still delivered."""
-        gone = [topic for topic in dict.fromkeys(_check_topics(topics)) if topic in self._topics]
+        gone = [topic for topic in dict.fromkeys(check_topics(topics)) if topic in self._topics]
         for topic in gone:
             del self._topics[topic]
         ws = self._ws
@@ -412,8 +415,8 @@ class WebSocketConnection(RestVerbs):
         except HubkitError as exc:
             await self._give_up(exc)
         except Exception as exc:
-            logger.exception("the WebSocket reader of %s failed", self.url)
-            error = TransportError(f"WebSocket {self.url}: the reader failed ({exc!r})")
+            logger.exception("the WebSocket reader of %s failed", self._shown)
+            error = TransportError(f"WebSocket {self._shown}: the reader failed ({exc!r})")
             error.__cause__ = exc
             await self._give_up(error)
 
@@ -471,12 +474,13 @@ class WebSocketConnection(RestVerbs):
         self._ws = None
         self._streaming = False
         self._acks.fail_all(TransportError(f"the connection was lost: {reason}"))
-        logger.info("WebSocket %s lost (%s); reconnecting", self.url, reason)
+        logger.info("WebSocket %s lost (%s); reconnecting", self._shown, reason)
         attempt = 0
         while True:
             if self.max_reconnects is not None and attempt >= self.max_reconnects:
                 raise TransportError(
-                    f"WebSocket {self.url}: gave up after {attempt} reconnect attempts ({reason})"
+                    f"WebSocket {self._shown}: gave up after {attempt} reconnect attempts "
+                    f"({reason})"
                 )
             await self._sleep(self.backoff.delay(attempt))
             attempt += 1
@@ -573,7 +577,7 @@ class WebSocketConnection(RestVerbs):
         self.last_error = exc
         handler = self.on_error
         if handler is None:
-            logger.warning("WebSocket %s: %s", self.url, exc)
+            logger.warning("WebSocket %s: %s", self._shown, exc)
             return
         try:
             handler(exc)
@@ -588,12 +592,3 @@ class WebSocketConnection(RestVerbs):
         """
         async for event in coalesce(self._channel, self._batch, self._decode_failed):
             yield event
-
-
-def _check_topics(topics: Sequence[str]) -> list[str]:
-    if isinstance(topics, str):
-        raise TypeError("topics must be a list of strings, not one string")
-    for topic in topics:
-        if not isinstance(topic, str) or not topic:
-            raise TypeError(f"a topic must be a non-empty string, not {topic!r}")
-    return list(topics)

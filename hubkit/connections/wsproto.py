@@ -30,6 +30,7 @@ __all__ = [
     "WsIgnored",
     "WsPong",
     "WsProtocol",
+    "check_topics",
     "chunked",
     "decode_error_field",
     "preview",
@@ -104,6 +105,17 @@ class WsProtocol(Protocol):
         A protocol without a faster path returns ``parse(raw)``.
         """
         ...
+
+
+def check_topics(topics: Sequence[str]) -> list[str]:
+    """``topics`` as a list; ``TypeError`` for one string or a topic that is not a non-empty
+    string."""
+    if isinstance(topics, str):
+        raise TypeError("topics must be a list of strings, not one string")
+    for topic in topics:
+        if not isinstance(topic, str) or not topic:
+            raise TypeError(f"a topic must be a non-empty string, not {topic!r}")
+    return list(topics)
 
 
 def chunked(topics: Sequence[str], size: int) -> Iterator[list[str]]:
