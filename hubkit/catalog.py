@@ -292,9 +292,9 @@ def _store_file(store: Any) -> str | None:
     else:
         url = str(store)
     prefix = "sqlite:///"
-    if not url.startswith(prefix) or url == prefix or ":memory:" in url:
-        return None
-    return url[len(prefix) :].split("?", 1)[0]
+    if not url.startswith(prefix) or url == prefix or ":memory:" in url or "?" in url:
+        return None  # a server, memory, or a URL with options the kept store would not have
+    return url[len(prefix) :]
 
 
 def _read(

@@ -132,3 +132,12 @@ def test_the_store_of_a_file_stays_open_until_the_file_is_replaced(tmp_path: Pat
     df = catalog.load("readings", store=db)
     assert counted.syncs == 2 and df.height == 1
     assert catalog.cache.store(path) is not store
+
+
+def test_only_plain_sqlite_files_are_kept(tmp_path: Path) -> None:
+    store_file = catalog_module._store_file
+    assert store_file(tmp_path / "a.db") == str((tmp_path / "a.db").resolve())
+    assert store_file(f"sqlite:///{tmp_path}/a.db") == f"{tmp_path}/a.db"
+    assert store_file(f"sqlite:///{tmp_path}/a.db?mode=ro") is None  # options a kept store lacks
+    assert store_file("sqlite:///:memory:") is None
+    assert store_file("postgresql://user@host/db") is None
