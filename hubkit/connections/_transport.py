@@ -163,9 +163,8 @@ class HttpClient:
         error.args = tuple(
             redact(arg, secrets) if isinstance(arg, str) else arg for arg in error.args
         )
-        raw = getattr(error, "raw", None)
-        if isinstance(raw, str):
-            error.raw = redact(raw, secrets)  # type: ignore[attr-defined]
+        if isinstance(error, DecodeError) and error.raw is not None:
+            error.raw = redact(error.raw, secrets)
 
     # -- requests -------------------------------------------------------------------------
 
