@@ -7,6 +7,8 @@ Use it on its own thread and loop::
         ws_connect(f"{sim.ws_url}/linear")        # ws_url is the base; append the category
         sim.faults.http_5xx_next = 2              # fault switches act at once
         trades = sim.ground_truth("trades")      # Polars frame of every trade produced
+        sim.list_symbol("linear", "NEWUSDT", like="BTCUSDT")   # listings change at run time
+        sim.set_status("linear", "ETHUSDT", "Closed"); sim.delist("linear", "ADAUSDT")
 
 or on the caller's event loop (``async with BybitSimulator() as sim:``), or from the command
 line (``python -m hubkit.testing.bybit --port 9000``). One port serves REST and WebSocket.
@@ -74,7 +76,7 @@ class BybitSimulator:
             ``ws_slow_consumer`` in ``fault_counts``.
         ip_limit: (requests, window seconds, ban seconds) of ByBit's HTTP 403 IP rule, or None.
         api_keys: key -> secret accepted by ``/v5/private`` auth (empty: any signature).
-        datasets: folder with the instrument lists (default: ``catalog.locate_datasets()``).
+        datasets: folder with the instrument lists (default: ``instruments.locate_datasets()``).
     """
 
     def __init__(
