@@ -2,7 +2,8 @@
 
 ``load_catalog()`` finds the folder (see ``locate_datasets``) and returns a ``Catalog``: per
 category the instrument items exactly as they are served, sorted by symbol, plus a reference
-price per base coin. The catalog is read-only after loading.
+price per base coin. After loading it changes only through ``Catalog.put``/``remove`` (the
+simulator's listing switches); readers see read-only views.
 """
 
 from __future__ import annotations
