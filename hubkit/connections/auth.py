@@ -15,7 +15,9 @@ becomes a Basic ``Authorization`` header held as a ``Secret``), so httpx's INFO 
 methods, not headers or bodies. Query parameters are logged by httpx as they are: send keys in
 headers (``Secret``) or through a ``Signer``, never as parameters. To keep both libraries
 quiet whatever the root level: ``logging.getLogger("httpx").setLevel(logging.WARNING)`` and
-``logging.getLogger("httpcore").setLevel(logging.WARNING)``.
+``logging.getLogger("httpcore").setLevel(logging.WARNING)``. ``websockets`` logs a handshake's
+headers (an ``Authorization`` header among them) at DEBUG on the ``websockets`` logger: keep
+that one at INFO or above too.
 
 A ``Signer`` is the auth hook of ``HttpConnection``/``JsonRpcConnection``: called with each
 outgoing ``httpx.Request`` (every attempt, so retries carry a fresh timestamp), it adds the
