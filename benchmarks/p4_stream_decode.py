@@ -175,10 +175,13 @@ def decode_costs(frames: Sequence[bytes], repeat: int) -> dict[str, tuple[float,
     """Microseconds per frame, wall and CPU (this process's, every thread): the connection's
     per-frame work, then runs of 1 / 256 frames. CPU time is what to compare on a busy
     machine: waiting for a core does not count."""
-    from hubkit.bybit.presets import ws_trade_spec
+    from hubkit.bybit.protocol import BybitWsProtocol
+    from hubkit.bybit.streams import ws_trade_spec
     from hubkit.connections.websocket import WebSocketConnection
 
-    conn = WebSocketConnection("ws://127.0.0.1:1/x", {"publicTrade": ws_trade_spec()})
+    conn = WebSocketConnection(
+        "ws://127.0.0.1:1/x", {"publicTrade": ws_trade_spec()}, protocol=BybitWsProtocol()
+    )
     handle = conn._handle  # what the reader does to each frame on arrival
     from hubkit.connections.wsdecode import decode_run, runs
 
@@ -237,7 +240,7 @@ def hubkit_rate(url: str, messages: int, store_dir: Path) -> tuple[float, dict[s
     """Trades/s through a hubkit sink, counted in its change events; plus batch statistics."""
     import hubkit
     from hubkit.bybit.entities import PUBLIC_TRADE_KEY, PublicTrade
-    from hubkit.bybit.presets import trades_ws_connection
+    from hubkit.bybit.streams import trades_ws_connection
     from hubkit.policies import WebSocketSubscription
 
     total = messages * TRADES_PER_FRAME
@@ -320,7 +323,7 @@ def latency(frames: Sequence[bytes], tps: float, seconds: float, warmup: float =
     each trade with the time it sends it; the change handler notes when it sees the trade."""
     import hubkit
     from hubkit.bybit.entities import PUBLIC_TRADE_KEY, PublicTrade
-    from hubkit.bybit.presets import trades_ws_connection
+    from hubkit.bybit.streams import trades_ws_connection
     from hubkit.policies import WebSocketSubscription
 
     needed = int((warmup + seconds) * tps / TRADES_PER_FRAME) + 1

@@ -35,7 +35,7 @@ import msgspec
 import orjson
 import polars as pl
 
-from hubkit.connections.wsproto import BybitWsProtocol, _BybitFrame
+from hubkit.bybit.protocol import BybitWsProtocol, _BybitFrame
 
 
 class _Trade(msgspec.Struct):

@@ -50,15 +50,20 @@ from hubkit.types import (
 )
 
 if TYPE_CHECKING:
+    from hubkit._api import (
+        aload,
+        datasets,
+        load,
+    )
+    from hubkit.bybit.datasets import (
+        default_catalog,
+    )
     from hubkit.cache import (
         FrameCache,
     )
     from hubkit.catalog import (
         Catalog,
         Dataset,
-        aload,
-        default_catalog,
-        load,
     )
     from hubkit.connections import (
         HttpConnection,
@@ -129,9 +134,10 @@ _LAZY: dict[str, str] = {
     "remote_wins": "hubkit.policies",
     "Catalog": "hubkit.catalog",
     "Dataset": "hubkit.catalog",
-    "aload": "hubkit.catalog",
-    "default_catalog": "hubkit.catalog",
-    "load": "hubkit.catalog",
+    "aload": "hubkit._api",
+    "datasets": "hubkit._api",
+    "default_catalog": "hubkit.bybit.datasets",
+    "load": "hubkit._api",
     "StatusPanel": "hubkit.notebook",
     "status_html": "hubkit.notebook",
     "status_panel": "hubkit.notebook",
@@ -207,6 +213,7 @@ __all__ = [
     "__version__",
     "aload",
     "aopen_sink",
+    "datasets",
     "default_catalog",
     "load",
     "local_wins",

@@ -1,16 +1,16 @@
-"""Named datasets and ``load``: one call that returns an up-to-date Polars frame.
+"""Named datasets and the freshness rule: one call that returns an up-to-date Polars frame.
 
 ::
 
-    df = hubkit.load("instruments")                     # every category, one frame
-    df = hubkit.load("klines", symbol="BTCUSDT", interval="60", start="2024-01-01")
-    df = await hubkit.aload("trades", symbol="ETHUSDT")
+    catalog = Catalog([Dataset("notes", Note, "id", sync_notes)])
+    df = catalog.load("notes")                          # synced first if stale
+    df = await catalog.aload("notes", author="ada")
 
 A ``Dataset`` says which entity it holds, how to bring it up to date (an async ``sync``
 function that writes into the store) and how long a successful sync stays fresh
-(``stale_after``). A ``Catalog`` is a plain collection of datasets built by its user;
-``default_catalog()`` returns a *new* one with the ByBit datasets each call (there is no
-global registry).
+(``stale_after``). A ``Catalog`` is a plain collection of datasets built by its user (there is
+no global registry). ``hubkit.load``/``hubkit.aload`` are these calls on the default catalog
+of the ByBit datasets (``hubkit._api``); nothing here knows a provider.
 
 The freshness rule, per dataset and per set of parameters:
 
@@ -29,29 +29,32 @@ freshness survives restarts and is shared by every process using the same store 
 from __future__ import annotations
 
 import json
+import os
 import warnings
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from hubkit.bridge import run_sync_in_worker
 from hubkit.errors import HubkitError, OfflineError, RemoteError, StaleDataWarning, TransportError
+from hubkit.loadcache import FileToken, LoadCache, file_token
 
 if TYPE_CHECKING:
     from hubkit.entity import EntitySpec
-    from hubkit.store import Store, TableStore
+    from hubkit.store import TableStore
 
 __all__ = [
     "Catalog",
     "Dataset",
     "SyncRequest",
-    "aload",
-    "default_catalog",
-    "load",
+    "aload_dataset",
+    "load_dataset",
 ]
 
 SyncFn = Callable[["SyncRequest"], Awaitable[None]]
@@ -158,10 +161,20 @@ class Catalog:
     """A collection of datasets, built by its user: ``Catalog([ds1, ds2])``, ``add(ds)``.
 
     ``catalog.load(name, **params)`` / ``await catalog.aload(...)`` are ``load`` with this
-    catalog. Names are unique; ``add`` refuses a duplicate unless ``replace=True``.
+    catalog. ``cache`` (default: the catalog's own) keeps the stores its loads opened and the
+    frames of fresh datasets they returned (``LoadCache``); ``close()`` releases them. Names
+    are unique; ``add`` refuses a duplicate unless ``replace=True``.
     """
 
-    def __init__(self, datasets: Iterator[Dataset] | list[Dataset] | tuple[Dataset, ...] = ()):
+    def __init__(
+        self,
+        datasets: Iterator[Dataset] | list[Dataset] | tuple[Dataset, ...] = (),
+        *,
+        cache: LoadCache | None = None,
+    ) -> None:
+        self.cache = cache if cache is not None else LoadCache()
+        if cache is None:  # its own: the stores it opened close with the catalog
+            weakref.finalize(self, self.cache.close)
         self._datasets: dict[str, Dataset] = {}
         for ds in datasets:
             self.add(ds)
@@ -197,23 +210,22 @@ class Catalog:
     def __repr__(self) -> str:
         return f"Catalog({self.names()!r})"
 
+    def close(self) -> None:
+        """Close the stores this catalog's loads keep open (see ``LoadCache``)."""
+        self.cache.close()
+
+    def descriptions(self) -> dict[str, str]:
+        """``{name: description}`` of every dataset, sorted by name."""
+        return {name: self._datasets[name].description for name in self.names()}
+
     def load(self, name: str, *, store: Any = None, **params: Any) -> pl.DataFrame:
-        """``load(name, catalog=self, store=store, **params)``."""
-        return load(name, catalog=self, store=store, **params)
+        """Dataset ``name`` as a Polars frame, synced first if it is stale (see
+        ``load_dataset``)."""
+        return load_dataset(self, name, store=store, params=params, stacklevel=3)
 
     async def aload(self, name: str, *, store: Any = None, **params: Any) -> pl.DataFrame:
-        """``await aload(name, catalog=self, store=store, **params)``."""
-        return await aload(name, catalog=self, store=store, **params)
-
-
-def default_catalog(*, rest_url: str | None = None) -> Catalog:
-    """A new catalog with ByBit's ``instruments``, ``trades``, ``tickers`` and ``klines``.
-
-    ``rest_url`` overrides ``$HUBKIT_BYBIT_REST_URL`` (default: ByBit mainnet).
-    """
-    from hubkit.bybit.datasets import bybit_datasets
-
-    return Catalog(bybit_datasets(rest_url=rest_url))
+        """``load``, awaited (see ``aload_dataset``)."""
+        return await aload_dataset(self, name, store=store, params=params, stacklevel=3)
 
 
 # -- the freshness rule ---------------------------------------------------------------------
@@ -263,13 +275,48 @@ def _is_unreachable(exc: BaseException) -> bool:
 class _Loaded:
     frame: pl.DataFrame
     warning: str | None = None
+    fresh_until: datetime | None = None  # set when the rows answer a fresh dataset
+    token: FileToken | None = None  # the store file's token taken before the rows were read
 
 
-async def _aload_core(dataset: Dataset, store: Any, params: Mapping[str, Any]) -> _Loaded:
+def _store_file(store: Any) -> str | None:
+    """The SQLite file a ``store`` argument names, or None (a server, or an in-memory one)."""
+    from hubkit.store import Store, default_store_url
+
+    if isinstance(store, Store):
+        url = store.url
+    elif store is None:
+        url = default_store_url()
+    elif isinstance(store, os.PathLike) or (isinstance(store, str) and "://" not in store):
+        return str(Path(os.fspath(store)).expanduser().resolve())
+    else:
+        url = str(store)
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == prefix or ":memory:" in url or "?" in url:
+        return None  # a server, memory, or a URL with options the kept store would not have
+    return url[len(prefix) :]
+
+
+def _read(
+    dataset: Dataset, table: TableStore, params: Mapping[str, Any], path: str | None
+) -> tuple[pl.DataFrame, FileToken | None]:
+    """The rows that answer ``params``, and the file token taken just before reading them."""
+    token = None if path is None else file_token(path)
+    return dataset.read(table, params), token
+
+
+async def _aload_core(
+    dataset: Dataset, store: Any, params: Mapping[str, Any], path: str | None, cache: LoadCache
+) -> _Loaded:
     from hubkit.store import Store
 
-    own = not isinstance(store, Store)
-    st: Store = await run_sync_in_worker(Store, store) if own else store
+    own = False
+    if isinstance(store, Store):
+        st = store
+    elif path is not None:
+        st = await run_sync_in_worker(cache.store, path)
+    else:
+        st, own = await run_sync_in_worker(Store, store), True
     try:
         spec = dataset.spec()
         table = await run_sync_in_worker(partial(st.table, spec, name=dataset.table_name(params)))
@@ -278,7 +325,8 @@ async def _aload_core(dataset: Dataset, store: Any, params: Mapping[str, Any]) -
         last = _last_sync(state.extra, key)
         now = _utcnow()
         if last is not None and now - last < dataset.stale_after:
-            return _Loaded(await run_sync_in_worker(dataset.read, table, params))
+            frame, token = await run_sync_in_worker(_read, dataset, table, params, path)
+            return _Loaded(frame, fresh_until=last + dataset.stale_after, token=token)
         try:
             await dataset.sync(SyncRequest(dataset, params, table))
         except HubkitError as exc:
@@ -298,49 +346,104 @@ async def _aload_core(dataset: Dataset, store: Any, params: Mapping[str, Any]) -
                 f"dataset {dataset.name!r} could not be synced ({exc}); returning the "
                 f"{frame.height} stored rows, {_age_text(age)}",
             )
-        await run_sync_in_worker(_mark_fresh, table, key, _utcnow())
-        return _Loaded(await run_sync_in_worker(dataset.read, table, params))
+        synced = _utcnow()
+        await run_sync_in_worker(_mark_fresh, table, key, synced)
+        frame, token = await run_sync_in_worker(_read, dataset, table, params, path)
+        return _Loaded(frame, fresh_until=synced + dataset.stale_after, token=token)
     finally:
         if own:
             await run_sync_in_worker(st.close)
 
 
 def _prepare(
-    catalog: Catalog | None, name: str, params: Mapping[str, Any]
+    catalog: Catalog, name: str, params: Mapping[str, Any]
 ) -> tuple[Dataset, dict[str, Any]]:
-    cat = catalog if catalog is not None else default_catalog()
-    dataset = cat[name]
+    dataset = catalog[name]
     return dataset, dataset.resolve_params(params)
 
 
-def load(
-    name: str, *, catalog: Catalog | None = None, store: Any = None, **params: Any
-) -> pl.DataFrame:
-    """Return dataset ``name`` as a Polars frame, synced first if it is stale.
+@dataclass(frozen=True)
+class _Request:
+    """One ``load``: the dataset, its prepared parameters, the store and what the cache kept."""
 
-    ``catalog`` defaults to ``default_catalog()``; ``store`` is a ``Store``, a path or a
-    SQLAlchemy URL (default: ``$HUBKIT_HOME/hubkit.db``). ``params`` are the dataset's
-    parameters (e.g. ``symbol="BTCUSDT"``). Blocking; the work runs on hubkit's loop.
-    Raises ``OfflineError`` when the remote is unreachable and nothing is stored; warns with
-    ``StaleDataWarning`` when it returns stored rows it could not refresh.
+    catalog: Catalog
+    dataset: Dataset
+    params: dict[str, Any]
+    store: Any
+    path: str | None  # the SQLite file, when the store is one
+    key: tuple[str, ...] | None  # the cache key of the answer, when it may be kept
+    kept: pl.DataFrame | None  # the kept answer of a fresh dataset, if any
+
+    @classmethod
+    def of(
+        cls, catalog: Catalog, name: str, store: Any, params: Mapping[str, Any] | None
+    ) -> _Request:
+        dataset, prepared = _prepare(catalog, name, params or {})
+        path = _store_file(store)
+        key = kept = None
+        if path is not None:
+            key = (path, dataset.name, dataset.table_name(prepared) or "", _params_key(prepared))
+            kept = catalog.cache.frame(key, path, _utcnow())
+        return cls(catalog, dataset, prepared, store, path, key, kept)
+
+    def load(self) -> Coroutine[Any, Any, _Loaded]:
+        """The freshness rule's work, to run on hubkit's loop."""
+        return _aload_core(self.dataset, self.store, self.params, self.path, self.catalog.cache)
+
+    def remember(self, loaded: _Loaded) -> pl.DataFrame:
+        """Keep what answered a fresh dataset (see ``LoadCache``); the caller gets a copy."""
+        if self.key is None or loaded.fresh_until is None or loaded.token is None:
+            return loaded.frame
+        self.catalog.cache.keep(self.key, loaded.frame, loaded.fresh_until, loaded.token)
+        return loaded.frame.clone()
+
+
+def load_dataset(
+    catalog: Catalog,
+    name: str,
+    *,
+    store: Any = None,
+    params: Mapping[str, Any] | None = None,
+    stacklevel: int = 2,
+) -> pl.DataFrame:
+    """Return dataset ``name`` of ``catalog`` as a Polars frame, synced first if it is stale.
+
+    ``store`` is a ``Store``, a path or a SQLAlchemy URL (default: ``$HUBKIT_HOME/hubkit.db``).
+    ``params`` are the dataset's parameters (e.g. ``{"symbol": "BTCUSDT"}``). Blocking; the
+    work runs on hubkit's loop. Raises ``OfflineError`` when the remote is unreachable and
+    nothing is stored; warns with ``StaleDataWarning`` (attributed ``stacklevel`` frames up)
+    when it returns stored rows it could not refresh.
+
+    The store of a SQLite file stays open in ``catalog.cache`` for the next call; a repeated
+    call for a dataset that is still fresh, on a file nobody wrote to since, returns a copy of
+    the frame the cache kept, without touching the store.
     """
     from hubkit.bridge import run
 
-    dataset, prepared = _prepare(catalog, name, params)
-    loaded = run(_aload_core(dataset, store, prepared))
+    request = _Request.of(catalog, name, store, params)
+    if request.kept is not None:
+        return request.kept
+    loaded = run(request.load())
     if loaded.warning is not None:
-        warnings.warn(loaded.warning, StaleDataWarning, stacklevel=2)
-    return loaded.frame
+        warnings.warn(loaded.warning, StaleDataWarning, stacklevel=stacklevel)
+    return request.remember(loaded)
 
 
-async def aload(
-    name: str, *, catalog: Catalog | None = None, store: Any = None, **params: Any
+async def aload_dataset(
+    catalog: Catalog,
+    name: str,
+    *,
+    store: Any = None,
+    params: Mapping[str, Any] | None = None,
+    stacklevel: int = 2,
 ) -> pl.DataFrame:
-    """``load``, awaited: the work runs on hubkit's loop; the caller's loop stays free."""
+    """``load_dataset``, awaited: the work runs on hubkit's loop; the caller's loop stays free."""
     from hubkit.bridge import arun
 
-    dataset, prepared = _prepare(catalog, name, params)
-    loaded = await arun(_aload_core(dataset, store, prepared))
+    request = _Request.of(catalog, name, store, params)
+    if request.kept is not None:
+        return request.kept
+    loaded = await arun(request.load())
     if loaded.warning is not None:
-        warnings.warn(loaded.warning, StaleDataWarning, stacklevel=2)
-    return loaded.frame
+        warnings.warn(loaded.warning, StaleDataWarning, stacklevel=stacklevel)
+    return request.remember(loaded)

@@ -30,17 +30,21 @@ from hubkit.bybit.presets import CATEGORIES, rest_url, ws_url
 
 if TYPE_CHECKING:
     from hubkit.bybit.backfill import BackfillResult, abackfill_klines, backfill_klines
-    from hubkit.bybit.datasets import bybit_datasets
+    from hubkit.bybit.datasets import bybit_datasets, default_catalog
+    from hubkit.bybit.protocol import BybitWsProtocol
     from hubkit.bybit.provider import (
         InstrumentChange,
         InstrumentProvider,
         aopen_trades,
         open_trades,
     )
+    from hubkit.bybit.signer import BybitSigner
 
 __all__ = [
     "CATEGORIES",
     "BackfillResult",
+    "BybitSigner",
+    "BybitWsProtocol",
     "Instrument",
     "InstrumentChange",
     "InstrumentProvider",
@@ -51,31 +55,41 @@ __all__ = [
     "aopen_trades",
     "backfill_klines",
     "bybit_datasets",
+    "default_catalog",
     "open_trades",
     "rest_url",
     "ws_url",
 ]
 
-# The providers pull in the connections and the sink machinery: import them on first use.
-_LAZY = {
-    "BackfillResult": "hubkit.bybit.backfill",
-    "abackfill_klines": "hubkit.bybit.backfill",
-    "backfill_klines": "hubkit.bybit.backfill",
-    "InstrumentChange": "hubkit.bybit.provider",
-    "InstrumentProvider": "hubkit.bybit.provider",
-    "aopen_trades": "hubkit.bybit.provider",
-    "open_trades": "hubkit.bybit.provider",
-    "bybit_datasets": "hubkit.bybit.datasets",
-}
+# The providers pull in the connections and the sink machinery: import them on first use,
+# with plain imports so that what is imported stays visible.
+_PROVIDERS = frozenset({"InstrumentChange", "InstrumentProvider", "aopen_trades", "open_trades"})
+_BACKFILL = frozenset({"BackfillResult", "abackfill_klines", "backfill_klines"})
+_DATASETS = frozenset({"bybit_datasets", "default_catalog"})
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hubkit.bybit' has no attribute {name!r}")
-    import importlib
+    if name in _PROVIDERS:
+        from hubkit.bybit import provider
 
-    return getattr(importlib.import_module(module), name)
+        return getattr(provider, name)
+    if name in _BACKFILL:
+        from hubkit.bybit import backfill
+
+        return getattr(backfill, name)
+    if name in _DATASETS:
+        from hubkit.bybit import datasets
+
+        return getattr(datasets, name)
+    if name == "BybitSigner":
+        from hubkit.bybit.signer import BybitSigner
+
+        return BybitSigner
+    if name == "BybitWsProtocol":
+        from hubkit.bybit.protocol import BybitWsProtocol
+
+        return BybitWsProtocol
+    raise AttributeError(f"module 'hubkit.bybit' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

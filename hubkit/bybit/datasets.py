@@ -36,7 +36,7 @@ from hubkit.bybit.entities import (
     PublicTrade,
     Ticker,
 )
-from hubkit.bybit.klines import interval_ms, to_ms
+from hubkit.bybit.klines import kline_interval, to_ms
 from hubkit.bybit.presets import (
     CATEGORIES,
     INSTRUMENT_TABLE,
@@ -45,12 +45,13 @@ from hubkit.bybit.presets import (
     trade_table,
 )
 from hubkit.bybit.rest import BybitRest
-from hubkit.catalog import Dataset, SyncRequest
+from hubkit.catalog import Catalog, Dataset, SyncRequest
+from hubkit.loadcache import LoadCache
 
 if TYPE_CHECKING:
     from hubkit.store import TableStore
 
-__all__ = ["OFFLINE_HINT", "bybit_datasets"]
+__all__ = ["OFFLINE_HINT", "bybit_datasets", "default_catalog"]
 
 OFFLINE_HINT: Final = (
     "To work without ByBit, start the local simulator with `hubkit simulate` and point hubkit "
@@ -187,8 +188,7 @@ def _time(name: str, value: Any) -> int:
 
 def _klines_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
     _known(params, ("symbol", "interval", "start", "end", "category"), "klines")
-    interval = str(_required(params, "interval", "klines"))
-    interval_ms(interval)  # validates
+    interval = kline_interval(_required(params, "interval", "klines"))
     end = params.get("end")
     return {
         "symbol": str(_required(params, "symbol", "klines")),
@@ -290,3 +290,13 @@ def bybit_datasets(*, rest_url: str | None = None) -> list[Dataset]:
             offline_hint=OFFLINE_HINT,
         ),
     ]
+
+
+def default_catalog(*, rest_url: str | None = None, cache: LoadCache | None = None) -> Catalog:
+    """A new catalog with ByBit's ``instruments``, ``trades``, ``tickers`` and ``klines``.
+
+    ``rest_url`` overrides ``$HUBKIT_BYBIT_REST_URL`` (default: ByBit mainnet); ``cache``
+    (default: the catalog's own) keeps stores and fresh frames between loads
+    (``hubkit.loadcache``).
+    """
+    return Catalog(bybit_datasets(rest_url=rest_url), cache=cache)

@@ -19,9 +19,12 @@ from datetime import UTC, date, datetime
 from typing import Any, Final
 
 __all__ = [
+    "INTERVALS",
+    "INTERVAL_ALIASES",
     "Coverage",
     "align_up",
     "interval_ms",
+    "kline_interval",
     "next_start",
     "page_end",
     "to_ms",
@@ -31,22 +34,52 @@ _MINUTE: Final = 60_000
 _DAY: Final = 86_400_000
 _WEEK: Final = 7 * _DAY
 _MONDAY: Final = 4 * _DAY  # 1970-01-05, the first Monday after the epoch (a Thursday)
-_MONTH_MIN: Final = 28 * _DAY
-_MINUTES: Final = frozenset(
-    {"1", "3", "5", "15", "30", "60", "120", "240", "360", "720"}
-)  # the shortest month: used to size a page window safely
+_MONTH_MIN: Final = 28 * _DAY  # the shortest month: used to size a page window safely
+_MINUTES: Final = frozenset({"1", "3", "5", "15", "30", "60", "120", "240", "360", "720"})
 
 
-def interval_ms(interval: str) -> int:
-    """The length of a candle in ms (a month counts as its shortest, 28 days)."""
-    if interval in _MINUTES:
-        return int(interval) * _MINUTE
-    try:
-        return {"D": _DAY, "W": _WEEK, "M": _MONTH_MIN}[interval]
-    except KeyError:
-        raise ValueError(
-            f"unknown kline interval {interval!r}; expected 1,3,5,15,30,60,120,240,360,720,D,W,M"
-        ) from None
+#: ByBit's interval names, shortest first.
+INTERVALS: Final = ("1", "3", "5", "15", "30", "60", "120", "240", "360", "720", "D", "W", "M")
+
+#: The usual names beside ByBit's: minutes ``1m``, hours ``1h``, days ``1d``, weeks ``1w``,
+#: months ``1M`` (a capital M: ``1m`` is a minute).
+INTERVAL_ALIASES: Final = {
+    **{f"{n}m": n for n in ("1", "3", "5", "15", "30")},
+    **{f"{int(n) // 60}h": n for n in ("60", "120", "240", "360", "720")},
+    "1d": "D",
+    "1w": "W",
+    "1M": "M",
+}
+
+
+def kline_interval(value: str | int) -> str:
+    """ByBit's name of a kline interval: ``"1h"`` and ``60`` -> ``"60"``, ``"1d"`` -> ``"D"``.
+
+    Accepts ByBit's names (``INTERVALS``) and the usual ones (``INTERVAL_ALIASES``); anything
+    else raises ``ValueError`` listing both.
+    """
+    text = str(value).strip() if not isinstance(value, bool) else ""
+    if text in _INTERVAL_SET:
+        return text
+    alias = INTERVAL_ALIASES.get(text)
+    if alias is not None:
+        return alias
+    raise ValueError(
+        f"unknown kline interval {value!r}; expected one of {', '.join(INTERVALS)} "
+        f"or {', '.join(INTERVAL_ALIASES)}"
+    )
+
+
+_INTERVAL_SET: Final = frozenset(INTERVALS)
+
+
+def interval_ms(interval_name: str) -> int:
+    """The length of a candle in ms (a month counts as its shortest, 28 days); any name
+    ``kline_interval`` accepts."""
+    name = kline_interval(interval_name)
+    if name in _MINUTES:
+        return int(name) * _MINUTE
+    return {"D": _DAY, "W": _WEEK, "M": _MONTH_MIN}[name]
 
 
 def _month_start(ms: int, *, up: bool) -> int:
@@ -64,37 +97,40 @@ def _add_month(ms: int) -> int:
     return int(datetime(year, month, 1, tzinfo=UTC).timestamp() * 1000)
 
 
-def align_up(ms: int, interval: str) -> int:
+def align_up(ms: int, interval_name: str) -> int:
     """The start of the first candle that starts at or after ``ms``."""
-    if interval == "M":
+    name = kline_interval(interval_name)
+    if name == "M":
         return _month_start(ms, up=True)
-    step = interval_ms(interval)
-    origin = _MONDAY if interval == "W" else 0
+    step = interval_ms(name)
+    origin = _MONDAY if name == "W" else 0
     return -((origin - ms) // step) * step + origin
 
 
-def align_down(ms: int, interval: str) -> int:
+def align_down(ms: int, interval_name: str) -> int:
     """The start of the candle that contains ``ms``."""
-    if interval == "M":
+    name = kline_interval(interval_name)
+    if name == "M":
         return _month_start(ms, up=False)
-    step = interval_ms(interval)
-    origin = _MONDAY if interval == "W" else 0
+    step = interval_ms(name)
+    origin = _MONDAY if name == "W" else 0
     return (ms - origin) // step * step + origin
 
 
-def next_start(start_ms: int, interval: str) -> int:
+def next_start(start_ms: int, interval_name: str) -> int:
     """The start of the candle after the one that starts at ``start_ms``."""
-    if interval == "M":
+    name = kline_interval(interval_name)
+    if name == "M":
         return _add_month(start_ms)
-    return start_ms + interval_ms(interval)
+    return start_ms + interval_ms(name)
 
 
-def page_end(pos: int, interval: str, limit: int, end: int) -> int:
+def page_end(pos: int, interval_name: str, limit: int, end: int) -> int:
     """The last ms of a request window starting at ``pos`` that holds at most ``limit``
     candles, clipped to ``end`` (inclusive). Sized so that either reading of ByBit's
     ``start``/``end``/``limit`` (the first or the last ``limit`` candles of the window) gives
     the same rows."""
-    return min(end, pos + limit * interval_ms(interval) - 1)
+    return min(end, pos + limit * interval_ms(interval_name) - 1)
 
 
 def to_ms(value: Any) -> int:

@@ -1,4 +1,7 @@
-"""Where ByBit is: REST and WebSocket base URLs, and the REST routes of the provider.
+"""Where ByBit is: REST and WebSocket base URLs, the REST routes and the store tables.
+
+Pure data and pure functions (no connection is made here: ``hubkit.bybit.rest`` and
+``hubkit.bybit.streams`` build them).
 
 Each URL comes from, in order: the argument, the environment (``HUBKIT_BYBIT_REST_URL``,
 ``HUBKIT_BYBIT_WS_URL``), ByBit mainnet. The WebSocket value is the *base* of the public
@@ -12,31 +15,15 @@ streams (``ws://127.0.0.1:9000/v5/public``); the category is appended
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Final
 
-from hubkit.bybit.entities import (
-    PUBLIC_TRADE_KEY,
-    TICKER_KEY,
-    WS_TRADE_WIRE,
-    Instrument,
-    Kline,
-    PublicTrade,
-    Ticker,
-    TickerMerger,
-    normalize_ticker,
-)
-from hubkit.connections.http import Route
-from hubkit.entity import EntitySpec, reflect
-
-if TYPE_CHECKING:
-    from hubkit.bybit.rest import BybitRest
-    from hubkit.connections.websocket import WebSocketConnection
-    from hubkit.connections.wsdecode import Extractor
-    from hubkit.types import Connection, ErrorHandler
+from hubkit.bybit.entities import Instrument, Kline, PublicTrade, Ticker
+from hubkit.bybit.envelope import bybit_route
+from hubkit.bybit.klines import kline_interval
+from hubkit.connections.routes import Route
 
 __all__ = [
     "CATEGORIES",
@@ -52,13 +39,8 @@ __all__ = [
     "TICKER_TABLE",
     "WS_URL_ENV",
     "kline_table",
-    "rest_connection",
     "rest_url",
-    "ticker_extractor",
-    "tickers_ws_connection",
     "trade_table",
-    "trades_ws_connection",
-    "ws_trade_spec",
     "ws_url",
 ]
 
@@ -99,16 +81,16 @@ def ws_url(category: str = "linear", url: str | None = None) -> str:
 # Rows sit at ``result.list``; errors follow the ``retCode`` envelope. ``BybitRest`` adds what a
 # route cannot know from one item (the category, the kline series) before decoding.
 
-INSTRUMENTS_ROUTE: Final = Route.bybit("/v5/market/instruments-info", {"limit": 1000})
+INSTRUMENTS_ROUTE: Final = bybit_route("/v5/market/instruments-info", {"limit": 1000})
 """Instruments of one category; follows ``nextPageCursor`` (spot answers in one page)."""
 
-RECENT_TRADE_ROUTE: Final = Route.bybit("/v5/market/recent-trade", paginated=False)
+RECENT_TRADE_ROUTE: Final = bybit_route("/v5/market/recent-trade", paginated=False)
 """The newest trades of a symbol (limit: spot 60, others 1000)."""
 
-TICKERS_ROUTE: Final = Route.bybit("/v5/market/tickers", paginated=False)
+TICKERS_ROUTE: Final = bybit_route("/v5/market/tickers", paginated=False)
 """Tickers of a category (option needs ``symbol`` or ``baseCoin``)."""
 
-KLINE_ROUTE: Final = Route.bybit("/v5/market/kline", paginated=False)
+KLINE_ROUTE: Final = bybit_route("/v5/market/kline", paginated=False)
 """Candles as 7-string arrays, newest first (limit 1000)."""
 
 ROUTES: Final[Mapping[type | str, Route]] = {
@@ -117,90 +99,6 @@ ROUTES: Final[Mapping[type | str, Route]] = {
     Ticker: TICKERS_ROUTE,
     Kline: KLINE_ROUTE,
 }
-
-
-def rest_connection(url: str | None = None, **options: Any) -> BybitRest:
-    """A ``BybitRest`` connection for ``rest_url(url)``; ``options`` go to ``BybitRest``."""
-    from hubkit.bybit.rest import BybitRest
-
-    return BybitRest(url, **options)
-
-
-# -- WebSocket --------------------------------------------------------------------------------
-
-
-def ws_trade_spec(spec: EntitySpec | None = None) -> EntitySpec:
-    """``PublicTrade``'s spec with the WebSocket short names (``i p v S T BT s``) as wire names.
-
-    Same columns, table and fingerprint as the REST spec, so the frames it decodes are
-    ``PublicTrade`` frames; decoding needs no renaming pass over the items.
-    """
-    base = spec if spec is not None else reflect(PublicTrade, PUBLIC_TRADE_KEY)
-    by_rest = {rest: ws for ws, rest in WS_TRADE_WIRE.items()}
-    columns = tuple(
-        dataclasses.replace(c, wire_path=(by_rest.get(c.wire_name, c.wire_name),))
-        for c in base.columns
-    )
-    return dataclasses.replace(base, columns=columns)
-
-
-def trades_ws_connection(
-    category: str = "linear",
-    url: str | None = None,
-    *,
-    rest: Connection | None = None,
-    on_error: ErrorHandler | None = None,
-    **options: Any,
-) -> WebSocketConnection:
-    """A ``WebSocketConnection`` to ``ws_url(category, url)`` that decodes ``publicTrade.*``
-    frames into ``PublicTrade`` rows. ``options`` go to ``WebSocketConnection``."""
-    from hubkit.connections.websocket import WebSocketConnection
-
-    return WebSocketConnection(
-        ws_url(category, url),
-        {"publicTrade": ws_trade_spec()},
-        rest=rest,
-        on_error=on_error,
-        **options,
-    )
-
-
-def ticker_extractor(category: str) -> Extractor:
-    """An extractor for ``tickers.*`` frames of ``category``: each object is merged into the
-    last state of its symbol (linear/inverse deltas carry only changed fields), the option
-    key names are mapped to the REST ones and ``category`` is added. One per connection:
-    it keeps the last state of every symbol it saw."""
-    merger = TickerMerger()
-
-    def extract(data: Any) -> list[Mapping[str, Any]]:
-        items = [data] if isinstance(data, Mapping) else list(data)
-        out: list[Mapping[str, Any]] = []
-        for item in items:
-            merged = merger.merge_data(item)
-            if merged is not None:
-                out.append(normalize_ticker(merged, category))
-        return out
-
-    return extract
-
-
-def tickers_ws_connection(
-    category: str = "linear",
-    url: str | None = None,
-    *,
-    rest: Connection | None = None,
-    on_error: ErrorHandler | None = None,
-    **options: Any,
-) -> WebSocketConnection:
-    """A ``WebSocketConnection`` to ``ws_url(category, url)`` that decodes ``tickers.*`` frames
-    into complete ``Ticker`` rows (deltas merged, see ``ticker_extractor``)."""
-    from hubkit.connections.websocket import WebSocketConnection
-    from hubkit.connections.wsdecode import TopicDecoder
-
-    decoder = TopicDecoder(reflect(Ticker, TICKER_KEY), ticker_extractor(category))
-    return WebSocketConnection(
-        ws_url(category, url), {"tickers": decoder}, rest=rest, on_error=on_error, **options
-    )
 
 
 # -- store tables (shared by the providers and ``hubkit.load``) -----------------------------------
@@ -220,5 +118,5 @@ def trade_table(category: str) -> str:
 
 def kline_table(category: str, symbol: str, interval: str) -> str:
     """The table of one kline series (each keeps its own backfill cursor):
-    ``bybit_kline_linear_btcusdt_60``."""
-    return f"bybit_kline_{_slug(category)}_{_slug(symbol)}_{_slug(interval)}"
+    ``bybit_kline_linear_btcusdt_60``; ``"1h"`` names the same table as ``"60"``."""
+    return f"bybit_kline_{_slug(category)}_{_slug(symbol)}_{_slug(kline_interval(interval))}"

@@ -34,14 +34,9 @@ import polars as pl
 from hubkit.bridge import get_bridge, run_sync_in_worker
 from hubkit.bybit.backfill import BackfillResult, abackfill_klines, backfill_klines
 from hubkit.bybit.entities import INSTRUMENT_KEY, PUBLIC_TRADE_KEY, Instrument, PublicTrade
-from hubkit.bybit.presets import (
-    CATEGORIES,
-    INSTRUMENT_TABLE,
-    kline_table,
-    trade_table,
-    trades_ws_connection,
-)
+from hubkit.bybit.presets import CATEGORIES, INSTRUMENT_TABLE, kline_table, trade_table
 from hubkit.bybit.rest import BybitRest
+from hubkit.bybit.streams import trades_ws_connection
 from hubkit.errors import OfflineError, RemoteError, StaleDataWarning
 from hubkit.policies import PeriodicSync, WebSocketSubscription
 from hubkit.sink import Sink, aopen_sink, open_sink

@@ -41,6 +41,8 @@ from hubkit.bybit.entities import (
     normalize_instrument,
     normalize_ticker,
 )
+from hubkit.bybit.envelope import BYBIT_RATE_LIMIT_HEADERS
+from hubkit.bybit.klines import kline_interval
 from hubkit.bybit.presets import (
     CATEGORIES,
     INSTRUMENTS_ROUTE,
@@ -50,12 +52,13 @@ from hubkit.bybit.presets import (
     TICKERS_ROUTE,
     rest_url,
 )
-from hubkit.connections.http import HttpConnection, Route
+from hubkit.connections.http import HttpConnection
 from hubkit.connections.retry import RetryPolicy, TokenBucket
+from hubkit.connections.routes import Route
 from hubkit.entity import EntitySpec, reflect
 from hubkit.errors import DecodeError, ProtocolError, SchemaError
 
-__all__ = ["RECENT_TRADE_LIMITS", "BybitRest"]
+__all__ = ["RECENT_TRADE_LIMITS", "BybitRest", "rest_connection"]
 
 #: The largest ``limit`` recent-trade accepts, per category.
 RECENT_TRADE_LIMITS: Mapping[str, int] = {
@@ -101,6 +104,7 @@ class BybitRest:
             retries=retries,
             rate_limit=rate_limit,
             transport=transport,
+            rate_limit_headers=BYBIT_RATE_LIMIT_HEADERS,
         )
         self._specs = {
             Instrument: reflect(Instrument, INSTRUMENT_KEY),
@@ -272,8 +276,10 @@ class BybitRest:
         spec: EntitySpec | None = None,
     ) -> tuple[pl.DataFrame, int | None]:
         """``klines`` plus the server's clock (the envelope's ``time``, ms) at the answer, which
-        tells which candle is still open."""
+        tells which candle is still open. ``interval``: ByBit's name or a usual one (``"1h"``).
+        """
         _category({"category": category})
+        interval = kline_interval(interval)
         body = await self._body(
             KLINE_ROUTE,
             {
@@ -357,3 +363,8 @@ class BybitRest:
         self, spec: EntitySpec, key: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> None:
         raise ProtocolError("ByBit public market data is read-only", temporary=False)
+
+
+def rest_connection(url: str | None = None, **options: Any) -> BybitRest:
+    """A ``BybitRest`` connection for ``rest_url(url)``; ``options`` go to ``BybitRest``."""
+    return BybitRest(url, **options)

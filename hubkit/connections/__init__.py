@@ -2,40 +2,35 @@
 
 Import this package only when a connection is needed: it pulls in httpx, websockets and
 msgspec. Every connection translates third-party errors into ``hubkit.HubkitError`` subclasses
-at its boundary and never shows a credential in a repr, a log line or an error.
+at its boundary and never shows a credential in a repr, a log line or an error. Nothing here
+knows a particular remote: an API's envelope rule, message protocol and signer are passed in
+by the provider package that knows the API.
 
-- ``HttpConnection(base_url, routes, ...)`` with ``Route``/``Cursor``/``Verb``, the ByBit
-  envelope rule ``bybit_envelope`` and ``array_row`` for array-shaped rows;
-- ``WebSocketConnection(url, decoders, ...)`` with ``TopicDecoder``, the ``WsProtocol`` shape
-  and ``BybitWsProtocol``;
+- ``HttpConnection(base_url, routes, ...)`` with ``Route``/``Cursor``/``Verb``, ``Envelope``
+  rules and ``array_row`` for array-shaped rows;
+- ``WebSocketConnection(url, decoders, protocol=..., ...)`` with ``TopicDecoder`` and the
+  ``WsProtocol`` shape;
 - ``JsonRpcConnection(url, methods, ...)`` with ``JsonRpcMethods``;
-- ``RetryPolicy``/``Backoff``/``TokenBucket`` (retry and rate-limit logic), ``BybitSigner`` and
+- ``RetryPolicy``/``Backoff``/``TokenBucket`` (retry and rate-limit logic), ``Signer`` and
   ``Secret`` (auth).
 """
 
 from __future__ import annotations
 
-from hubkit.connections.auth import BybitSigner, Secret, Signer
-from hubkit.connections.http import (
-    BYBIT_AUTH_CODES,
-    BYBIT_TEMPORARY_CODES,
-    Cursor,
-    Envelope,
-    HttpConnection,
-    Page,
-    Reply,
-    Route,
-    RowMapper,
-    Verb,
-    array_row,
-    bybit_envelope,
-)
+from hubkit.connections.auth import Secret, Signer
+from hubkit.connections.http import HttpConnection, Page
 from hubkit.connections.jsonrpc import JsonRpcConnection, JsonRpcMethods
-from hubkit.connections.retry import Backoff, RateLimitInfo, RetryPolicy, TokenBucket
+from hubkit.connections.retry import (
+    Backoff,
+    RateLimitHeaders,
+    RateLimitInfo,
+    RetryPolicy,
+    TokenBucket,
+)
+from hubkit.connections.routes import Cursor, Envelope, Reply, Route, RowMapper, Verb, array_row
 from hubkit.connections.websocket import WebSocketConnection
 from hubkit.connections.wsdecode import Extractor, TopicDecoder, default_extract, renamed
 from hubkit.connections.wsproto import (
-    BybitWsProtocol,
     WsAck,
     WsData,
     WsEvent,
@@ -45,11 +40,7 @@ from hubkit.connections.wsproto import (
 )
 
 __all__ = [
-    "BYBIT_AUTH_CODES",
-    "BYBIT_TEMPORARY_CODES",
     "Backoff",
-    "BybitSigner",
-    "BybitWsProtocol",
     "Cursor",
     "Envelope",
     "Extractor",
@@ -57,6 +48,7 @@ __all__ = [
     "JsonRpcConnection",
     "JsonRpcMethods",
     "Page",
+    "RateLimitHeaders",
     "RateLimitInfo",
     "Reply",
     "RetryPolicy",
@@ -75,7 +67,6 @@ __all__ = [
     "WsPong",
     "WsProtocol",
     "array_row",
-    "bybit_envelope",
     "default_extract",
     "renamed",
 ]

@@ -6,7 +6,8 @@ Shared by ``HttpConnection`` and ``JsonRpcConnection``. Every httpx error is tra
 Which failures are retried inside one call (``RetryPolicy.wait_for`` decides the wait):
 
 - the request never reached the server (connect error, connect/pool timeout) or the server
-  refused it before doing anything (429, 403 IP limit, ByBit 10006): always, for any request;
+  refused it before doing anything (429, 403 IP limit, an envelope's rate-limit answer): always,
+  for any request;
 - anything else temporary (read/write errors and timeouts, 5xx, temporary error codes): only
   for idempotent requests. A non-idempotent write might have been applied, so it is raised
   (still ``temporary``) for the caller, whose outbox decides when to push again.
@@ -15,6 +16,7 @@ Which failures are retried inside one call (``RetryPolicy.wait_for`` decides the
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -24,6 +26,7 @@ import msgspec
 
 from hubkit.connections.auth import Secret, Signer, redact
 from hubkit.connections.retry import (
+    RateLimitHeaders,
     RateLimitInfo,
     RetryPolicy,
     TokenBucket,
@@ -44,6 +47,25 @@ T = TypeVar("T")
 logger = logging.getLogger("hubkit.connections")
 
 Headers = Mapping[str, "str | Secret"]
+
+
+def userinfo_auth(url: str) -> tuple[str, dict[str, str | Secret], tuple[Secret, ...]]:
+    """``url`` without ``user:password@``, the Basic ``Authorization`` header it stood for, and
+    the secrets to mask (the password and the header value).
+
+    httpx logs each request's URL at INFO; a URL that carries no credentials keeps them out of
+    that line. Without user info: ``(url, {}, ())``.
+    """
+    if "@" not in url:
+        return url, {}, ()
+    parsed = httpx.URL(url)
+    if not parsed.username and not parsed.password:
+        return url, {}, ()
+    pair = f"{parsed.username}:{parsed.password}".encode()
+    header = Secret("Basic " + base64.b64encode(pair).decode("ascii"))
+    secrets = (header, Secret(parsed.password)) if parsed.password else (header,)
+    bare = str(parsed.copy_with(username=None, password=None))
+    return bare, {"Authorization": header}, secrets
 
 
 def public_url(url: str | httpx.URL) -> str:
@@ -72,17 +94,22 @@ class HttpClient:
         timeout: float,
         retry: RetryPolicy,
         limiter: TokenBucket | None,
-        auth: Signer | Callable[[httpx.Request], None] | None,
+        auth: Signer | None,
         headers: Headers | None,
         transport: httpx.AsyncBaseTransport | None,
+        rate_limit_headers: RateLimitHeaders | None = None,
+        secrets: tuple[Secret, ...] = (),
     ) -> None:
+        base_url, url_headers, url_secrets = userinfo_auth(base_url)
         self.base_url = base_url
+        self._secrets = (*url_secrets, *secrets)
         self.timeout = timeout
         self.retry = retry
         self.limiter = limiter
         self.auth = auth
-        self._headers = dict(headers or {})
+        self._headers: dict[str, str | Secret] = {**url_headers, **dict(headers or {})}
         self._transport = transport
+        self._rate_limit_headers = rate_limit_headers
         self._client: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._paused_until = 0.0
@@ -116,9 +143,9 @@ class HttpClient:
 
     def secrets(self) -> list[Secret]:
         found = [value for value in self._headers.values() if isinstance(value, Secret)]
-        get_secrets = getattr(self.auth, "secrets", None)
-        if callable(get_secrets):
-            found.extend(secret for secret in get_secrets() if isinstance(secret, Secret))
+        found.extend(self._secrets)
+        if self.auth is not None:
+            found.extend(self.auth.secrets())
         return found
 
     def redact(self, text: str) -> str:
@@ -136,14 +163,15 @@ class HttpClient:
         error.args = tuple(
             redact(arg, secrets) if isinstance(arg, str) else arg for arg in error.args
         )
-        raw = getattr(error, "raw", None)
-        if isinstance(raw, str):
-            error.raw = redact(raw, secrets)  # type: ignore[attr-defined]
+        if isinstance(error, DecodeError) and error.raw is not None:
+            error.raw = redact(error.raw, secrets)
 
     # -- requests -------------------------------------------------------------------------
 
     def _note_rate_limit(self, headers: httpx.Headers) -> None:
-        info = RateLimitInfo.from_headers(headers)
+        if self._rate_limit_headers is None:
+            return
+        info = RateLimitInfo.from_headers(headers, self._rate_limit_headers)
         if info is not None:
             self.last_rate_limit = info
 
@@ -178,7 +206,7 @@ class HttpClient:
             headers.update(extra)
         if content is not None:
             headers.setdefault("Content-Type", "application/json")
-        # Parameters go out sorted by key: ByBit signs the query string as sent, and sorted
+        # Parameters go out sorted by key: signers cover the query string as sent, and sorted
         # queries make requests reproducible.
         query: list[tuple[str, str | int | float | bool | None]] | None = (
             list(sorted(params.items())) if params else None
@@ -273,8 +301,9 @@ def status_error(response: httpx.Response, what: str, retry: RetryPolicy) -> Hub
     API that moved should be configured with its new URL, and credentials must not follow).
 
     429 -> ``RateLimited`` (``Retry-After``, else ``retry.default_rate_wait``); 403 ->
-    ``RateLimited`` with ``Retry-After`` or ``retry.ip_ban_wait`` (ByBit's IP limit: "stop and
-    wait at least 10 minutes"); 5xx -> temporary ``ProtocolError``; other 4xx -> permanent one.
+    ``RateLimited`` with ``Retry-After`` or ``retry.ip_ban_wait`` (exchanges answer an IP limit
+    with 403 and "stop and wait at least 10 minutes"); 5xx -> temporary ``ProtocolError``;
+    other 4xx -> permanent one.
     """
     status = response.status_code
     if status < 300:

@@ -1,29 +1,48 @@
-"""Credentials that never print themselves, and the ByBit v5 HMAC request signer.
+"""Credentials that never print themselves, and the shape of a request signer.
 
 ``Secret("...")`` wraps an API key or secret: its ``repr``/``str``/format show ``'********'``;
-only ``reveal()`` gives the value, and only the code that puts it on the wire calls it.
+only ``reveal()`` gives the value, and only the code that puts it on the wire calls it. A value
+read from a file or an environment variable often ends with a newline: surrounding whitespace
+is stripped; a line break or control character inside (or nothing at all) is refused with a
+``ValidationError`` that does not show the value.
 
-``BybitSigner(api_key, api_secret)`` is an auth hook for ``HttpConnection``/``JsonRpcConnection``:
-called with each outgoing ``httpx.Request`` (every attempt, so retries carry a fresh timestamp),
-it adds ``X-BAPI-API-KEY``, ``X-BAPI-TIMESTAMP``, ``X-BAPI-RECV-WINDOW``, ``X-BAPI-SIGN`` and
-``X-BAPI-SIGN-TYPE: 2``. The signed text is ``timestamp + api_key + recv_window + payload``, where
-payload is the query string exactly as sent for GET (hubkit sends parameters sorted by key) and
-the JSON body exactly as sent otherwise; the signature is lowercase hex HMAC-SHA256.
+``redact(text, secrets)`` masks every secret in ``text`` in each form it may take there: as
+is, escaped as by ``repr`` or JSON, and percent-encoded (as in a URL or a form).
+
+Keeping logs clean: hubkit never hands httpx a URL with user info (``http://user:pw@host``
+becomes a Basic ``Authorization`` header held as a ``Secret``), so httpx's INFO line
+``HTTP Request: GET <url> ...`` shows no password; httpcore's DEBUG trace names events and
+methods, not headers or bodies. Query parameters are logged by httpx as they are: send keys in
+headers (``Secret``) or through a ``Signer``, never as parameters. To keep both libraries
+quiet whatever the root level: ``logging.getLogger("httpx").setLevel(logging.WARNING)`` and
+``logging.getLogger("httpcore").setLevel(logging.WARNING)``. ``websockets`` logs a handshake's
+headers (an ``Authorization`` header among them) at DEBUG on the ``websockets`` logger: keep
+that one at INFO or above too.
+
+A ``Signer`` is the auth hook of ``HttpConnection``/``JsonRpcConnection``: called with each
+outgoing ``httpx.Request`` (every attempt, so retries carry a fresh timestamp), it adds the
+credentials in place; ``secrets()`` names the values to scrub from any text hubkit shows.
+Provider packages bring the signer of their API.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import time
-from collections.abc import Callable, Iterable
-from typing import Protocol, runtime_checkable
+import json
+import re
+import urllib.parse
+from collections.abc import Iterable
+from typing import Protocol
 
 import httpx
 
-__all__ = ["BybitSigner", "Secret", "Signer", "redact"]
+from hubkit.errors import ValidationError
+
+__all__ = ["Secret", "Signer", "redact", "without_userinfo"]
 
 _MASK = "********"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class Secret:
@@ -39,7 +58,16 @@ class Secret:
         raw = value.reveal() if isinstance(value, Secret) else value
         if not isinstance(raw, str):
             raise TypeError("Secret wraps a str")
-        self._value = raw
+        cleaned = raw.strip()  # a key read from a file ends with a newline
+        if not cleaned:
+            raise ValidationError("a credential is empty (or only whitespace)")
+        found = _CONTROL.search(cleaned)
+        if found is not None:
+            raise ValidationError(
+                f"a credential holds a line break or control character at position "
+                f"{found.start()} (not shown); a credential is one line"
+            )
+        self._value = cleaned
 
     def reveal(self) -> str:
         """The wrapped value; call it only where the value goes on the wire."""
@@ -69,7 +97,6 @@ class Secret:
         raise TypeError("a Secret cannot be pickled")
 
 
-@runtime_checkable
 class Signer(Protocol):
     """An auth hook: adds credentials to an outgoing request in place.
 
@@ -82,83 +109,36 @@ class Signer(Protocol):
     def secrets(self) -> Iterable[Secret]: ...
 
 
+def _forms(value: str) -> set[str]:
+    """The ways ``value`` may be written in a message, a log line or a URL."""
+    forms = {
+        value,
+        repr(value)[1:-1],
+        json.dumps(value)[1:-1],
+        repr(value.encode())[2:-1],
+        urllib.parse.quote(value, safe=""),
+        urllib.parse.quote(value),
+        urllib.parse.quote_plus(value),
+    }
+    return {form for form in forms if form}
+
+
 def redact(text: str, secrets: Iterable[Secret]) -> str:
-    """``text`` with every (non-empty) secret value replaced by ``'********'``."""
+    """``text`` with every secret replaced by ``'********'``, in each form it may take there:
+    as is, escaped (``repr``, JSON, bytes) or percent-encoded (hex digits in either case)."""
+    forms: set[str] = set()
     for secret in secrets:
-        value = secret.reveal()
-        if value and value in text:
-            text = text.replace(value, _MASK)
-    return text
+        forms |= _forms(secret.reveal())
+    if not forms:
+        return text
+    # Longest first, so that a form containing another is masked whole.
+    pattern = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
+    return re.sub(pattern, _MASK, text, flags=re.IGNORECASE)
 
 
-class BybitSigner:
-    """ByBit v5 HMAC-SHA256 request signer (see the module docstring for the rule).
-
-    ``BybitSigner(api_key, api_secret, recv_window=5000, clock=time.time)``; ``clock`` returns
-    epoch seconds and is injectable for tests. The key and secret are kept as ``Secret``.
-    """
-
-    def __init__(
-        self,
-        api_key: str | Secret,
-        api_secret: str | Secret,
-        *,
-        recv_window: int = 5000,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._api_key = Secret(api_key)
-        self._api_secret = Secret(api_secret)
-        self.recv_window = int(recv_window)
-        self._clock = clock
-
-    def __repr__(self) -> str:
-        return f"BybitSigner(api_key={self._api_key!r}, recv_window={self.recv_window})"
-
-    def secrets(self) -> tuple[Secret, ...]:
-        """The key and the secret (for scrubbing text)."""
-        return (self._api_key, self._api_secret)
-
-    def string_to_sign(self, timestamp: int, payload: str) -> str:
-        """``timestamp + api_key + recv_window + payload`` (the text the signature covers)."""
-        return f"{timestamp}{self._api_key.reveal()}{self.recv_window}{payload}"
-
-    def sign(self, timestamp: int, payload: str) -> str:
-        """Hex HMAC-SHA256 of ``string_to_sign(timestamp, payload)``, keyed by the secret."""
-        message = self.string_to_sign(timestamp, payload).encode()
-        return hmac.new(self._api_secret.reveal().encode(), message, hashlib.sha256).hexdigest()
-
-    def headers(self, method: str, payload: str, timestamp: int | None = None) -> dict[str, str]:
-        """The ByBit auth headers for a request whose payload (query or body) is ``payload``."""
-        ts = int(self._clock() * 1000) if timestamp is None else timestamp
-        headers = {
-            "X-BAPI-API-KEY": self._api_key.reveal(),
-            "X-BAPI-TIMESTAMP": str(ts),
-            "X-BAPI-RECV-WINDOW": str(self.recv_window),
-            "X-BAPI-SIGN": self.sign(ts, payload),
-            "X-BAPI-SIGN-TYPE": "2",
-        }
-        if method.upper() != "GET":
-            headers["Content-Type"] = "application/json"
-        return headers
-
-    def __call__(self, request: httpx.Request) -> None:
-        """Sign ``request`` in place; the payload is read from the request as it will be sent."""
-        if request.method.upper() == "GET":
-            payload = request.url.query.decode("ascii")
-        else:
-            payload = request.content.decode("utf-8")
-        request.headers.update(self.headers(request.method, payload))
-
-    def ws_auth_args(self, expires_ms: int | None = None) -> list[object]:
-        """``args`` of the WebSocket ``{"op": "auth"}`` request: key, expiry (ms), signature.
-
-        The signature is hex HMAC-SHA256 of ``"GET/realtime" + expires``; expiry defaults to ten
-        seconds from now.
-        """
-        expires = int(self._clock() * 1000) + 10_000 if expires_ms is None else expires_ms
-        signature = hmac.new(
-            self._api_secret.reveal().encode(),
-            f"GET/realtime{expires}".encode(),
-            hashlib.sha256,
-        ).hexdigest()
-        return [self._api_key.reveal(), expires, signature]
+def without_userinfo(url: str) -> str:
+    """``url`` without ``user:password@`` (for messages and logs); otherwise unchanged."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

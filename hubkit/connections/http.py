@@ -3,10 +3,10 @@
 ::
 
     conn = HttpConnection(
-        "https://api.bybit.com",
-        {Instrument: Route.bybit("/v5/market/instruments-info", {"category": "linear"})},
+        "https://api.example.com",
+        {Instrument: Route("/v1/instruments", items="result.list", cursor=Cursor())},
         rate_limit=100,                       # requests per second, client side
-        auth=BybitSigner(key, secret),        # optional; keys never show in reprs or errors
+        auth=signer,                          # optional; keys never show in reprs or errors
     )
     async with conn:
         frame = await conn.fetch(spec, {"status": "Trading"})   # every page, one frame
@@ -14,16 +14,18 @@
 Errors (all ``hubkit.HubkitError``; httpx errors never leave this module):
 
 - ``TransportError`` / ``RemoteTimeout``: connecting, sending or reading failed, retries used up;
-- ``RateLimited`` (``retry_after`` in seconds): HTTP 429, HTTP 403 (IP limit), ByBit retCode
-  10006, when the wait asked for is longer than ``RetryPolicy.max_wait`` or retries ran out;
-- ``ProtocolError`` (``status``, ``code``, ``temporary``): other HTTP errors and envelope errors
-  (ByBit ``retCode != 0``); ``Rejected`` instead when a write was refused for good;
+- ``RateLimited`` (``retry_after`` in seconds): HTTP 429, HTTP 403 (IP limit), or what the
+  route's envelope rule calls a rate limit, when the wait asked for is longer than
+  ``RetryPolicy.max_wait`` or retries ran out;
+- ``ProtocolError`` (``status``, ``code``, ``temporary``): other HTTP errors and envelope errors;
+  ``Rejected`` instead when a write was refused for good;
 - ``DecodeError`` (``field``): the body is not JSON, the list is missing, or rows do not decode;
 - ``SchemaError``: no route (or no verb) for the entity.
 
 Retries (see ``hubkit.connections.retry``): exponential backoff with full jitter on connect
-errors, timeouts and 5xx; waits as ``Retry-After`` / ``X-Bapi-Limit-Reset-Timestamp`` say for
-rate limits. Non-idempotent writes are only retried when the server surely did not act on them.
+errors, timeouts and 5xx; waits as ``Retry-After`` (or the envelope rule's ``RateLimited``)
+says for rate limits. Non-idempotent writes are only retried when the server surely did not act
+on them.
 Writes pushed by a sink carry an ``Idempotency-Key`` header, the same on every try of one
 write (also after a restart), so a server that honours it applies each write once.
 """
@@ -31,8 +33,8 @@ write (also after a restart), so a server that honours it applies each write onc
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -57,12 +59,8 @@ from hubkit.connections._wire import (
     split_path,
 )
 from hubkit.connections.auth import Secret, Signer
-from hubkit.connections.retry import (
-    RateLimitInfo,
-    RetryPolicy,
-    TokenBucket,
-    parse_reset_timestamp,
-)
+from hubkit.connections.retry import RateLimitHeaders, RateLimitInfo, RetryPolicy, TokenBucket
+from hubkit.connections.routes import IDEMPOTENCY_HEADER, Envelope, Reply, Route, Verb
 from hubkit.errors import (
     DecodeError,
     HubkitError,
@@ -75,205 +73,7 @@ from hubkit.errors import (
 if TYPE_CHECKING:
     from hubkit.entity import EntitySpec
 
-__all__ = [
-    "BYBIT_AUTH_CODES",
-    "BYBIT_TEMPORARY_CODES",
-    "IDEMPOTENCY_HEADER",
-    "Cursor",
-    "Envelope",
-    "HttpConnection",
-    "Page",
-    "Reply",
-    "Route",
-    "RowMapper",
-    "Verb",
-    "array_row",
-    "bybit_envelope",
-]
-
-
-@dataclass(frozen=True)
-class Reply:
-    """What an envelope rule sees: one decoded response.
-
-    ``now`` is the epoch time from the connection's clock; ``default_wait`` is the wait to use
-    when a rate-limit answer does not say how long.
-    """
-
-    what: str  # "GET /v5/market/kline", for messages
-    status: int
-    headers: httpx.Headers
-    body: Any
-    now: float
-    default_wait: float
-
-
-Envelope = Callable[[Reply], None]
-"""An envelope rule: raises a ``HubkitError`` when a 2xx body is an error answer."""
-
-RowMapper = Callable[[Any], Mapping[str, Any]]
-"""Turns one list item of the response into a JSON object for ``spec.from_wire``."""
-
-BYBIT_TEMPORARY_CODES = frozenset({10000, 10002, 10016})
-"""ByBit retCodes worth retrying: server timeout, time window (re-signed on retry), server error."""
-
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-"""The header that carries a write's idempotency key (IETF draft "The Idempotency-Key HTTP
-Header Field"); the same on every try of one outbox entry."""
-
-BYBIT_AUTH_CODES = frozenset({10003, 10004, 10005})
-"""ByBit retCodes about credentials (key, signature, permission): a write refused for these is
-not the write's fault, so it is not reported as ``Rejected``."""
-
-
-def bybit_envelope(reply: Reply) -> None:
-    """ByBit v5: ``retCode != 0`` is an error (business errors arrive as HTTP 200).
-
-    10006 -> ``RateLimited`` waiting until ``X-Bapi-Limit-Reset-Timestamp``; codes in
-    ``BYBIT_TEMPORARY_CODES`` -> temporary ``ProtocolError``; others -> permanent ``ProtocolError``.
-    """
-    body = reply.body
-    if not isinstance(body, Mapping):
-        raise DecodeError(f"{reply.what}: the body is not a ByBit envelope", field="retCode")
-    code = body.get("retCode")
-    if code is None:
-        raise DecodeError(f"{reply.what}: the envelope has no retCode", field="retCode")
-    try:
-        code = int(code)
-    except (TypeError, ValueError) as exc:
-        raise DecodeError(
-            f"{reply.what}: retCode {code!r} is not a number", field="retCode"
-        ) from exc
-    if code == 0:
-        return
-    message = str(body.get("retMsg") or "")
-    if code == 10006:
-        reset = parse_reset_timestamp(reply.headers.get("X-Bapi-Limit-Reset-Timestamp"), reply.now)
-        wait = reply.default_wait if reset is None else reset
-        raise RateLimited(
-            f"{reply.what}: retCode 10006 {message}; wait {wait:g} s",
-            retry_after=wait,
-            status=reply.status,
-            code=code,
-        )
-    raise ProtocolError(
-        f"{reply.what}: retCode {code} {message}".rstrip(),
-        status=reply.status,
-        code=code,
-        temporary=code in BYBIT_TEMPORARY_CODES,
-    )
-
-
-def array_row(*names: str) -> RowMapper:
-    """A row mapper for list items that are arrays: ``array_row("startTime", "open", ...)``.
-
-    ByBit klines arrive as ``["1670608800000", "17071", ...]``; this names the positions. An item
-    that is not an array of exactly ``len(names)`` values raises ``DecodeError``.
-    """
-
-    def mapper(item: Any) -> Mapping[str, Any]:
-        if not isinstance(item, list | tuple) or len(item) != len(names):
-            raise DecodeError(
-                f"expected an array of {len(names)} values ({', '.join(names)}), got {item!r:.80}",
-                field=names[0] if names else None,
-            )
-        return dict(zip(names, item, strict=True))
-
-    return mapper
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """Cursor pagination: where the next cursor sits in a response, and the query parameter
-    that carries it back. A missing, null or empty cursor ends the pages."""
-
-    response: str = "result.nextPageCursor"
-    param: str = "cursor"
-
-
-@dataclass(frozen=True)
-class Verb:
-    """How one write goes out: ``Verb("POST", "/v1/items")``, ``Verb("DELETE", "/v1/items/{id}")``.
-
-    ``path`` may name columns in braces; they are filled from the row (or key), URL-escaped.
-    ``send``: ``"json"`` (body = ``spec.to_wire(row)``), ``"query"`` (flat parameters) or
-    ``"none"``; default json for POST/PUT/PATCH, query otherwise. ``result``: where the remote's
-    echo of the row sits in the response (``"result"``), None for no echo. ``idempotent``: may a
-    failed try be repeated blindly; default True for PUT/DELETE, False for POST/PATCH.
-    """
-
-    method: str
-    path: str
-    send: str | None = None
-    result: str | None = None
-    idempotent: bool | None = None
-
-    @property
-    def send_as(self) -> str:
-        if self.send is not None:
-            return self.send
-        return "json" if self.method.upper() in ("POST", "PUT", "PATCH") else "query"
-
-    @property
-    def is_idempotent(self) -> bool:
-        if self.idempotent is not None:
-            return self.idempotent
-        return self.method.upper() in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
-
-
-@dataclass(frozen=True)
-class Route:
-    """Where one entity lives on a REST API.
-
-    ``path`` and static ``params`` (call parameters override them); ``items``: dotted path of the
-    row list in the body (None: the body is the list; a single object counts as one row);
-    ``cursor``: pagination, or None; ``envelope``: the error rule for 2xx bodies, or None;
-    ``row_mapper``: applied to every item (e.g. ``array_row(...)`` for klines); ``create`` /
-    ``update`` / ``remove``: the write verbs, None where the API has none; ``method``: of the
-    fetch (GET sends parameters as the query, POST as a JSON body); ``max_pages``: a safety
-    stop for runaway cursors. Fetches are idempotent, so every temporary failure is retried.
-    """
-
-    path: str
-    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
-    items: str | None = None
-    cursor: Cursor | None = None
-    envelope: Envelope | None = None
-    row_mapper: RowMapper | None = None
-    create: Verb | None = None
-    update: Verb | None = None
-    remove: Verb | None = None
-    method: str = "GET"
-    max_pages: int = 10_000
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
-
-    @classmethod
-    def bybit(
-        cls,
-        path: str,
-        params: Mapping[str, Any] | None = None,
-        *,
-        paginated: bool = True,
-        row_mapper: RowMapper | None = None,
-        create: Verb | None = None,
-        update: Verb | None = None,
-        remove: Verb | None = None,
-    ) -> Route:
-        """A ByBit v5 route: rows at ``result.list``, ``nextPageCursor`` pagination (unless
-        ``paginated=False``), the ``retCode`` envelope. Write verbs echo ``result``."""
-        return cls(
-            path,
-            params or {},
-            items="result.list",
-            cursor=Cursor() if paginated else None,
-            envelope=bybit_envelope,
-            row_mapper=row_mapper,
-            create=create,
-            update=update,
-            remove=remove,
-        )
+__all__ = ["HttpConnection", "Page"]
 
 
 @dataclass(frozen=True)
@@ -288,15 +88,17 @@ class HttpConnection:
     """A ``hubkit.Connection`` over HTTP (httpx). See the module docstring for errors.
 
     ``HttpConnection(base_url, routes, *, timeout=10.0, retries=3, rate_limit=None, auth=None,
-    headers=None, transport=None)``:
+    headers=None, transport=None, rate_limit_headers=None)``:
 
     - ``routes``: ``{Entity or table name: Route}``, or one ``Route`` for every entity;
     - ``retries``: an int (retries after the first try) or a ``RetryPolicy`` (backoff, waits,
       injectable ``sleep``/``clock``);
     - ``rate_limit``: requests per second (a ``TokenBucket`` is built) or a ``TokenBucket``;
-    - ``auth``: called with each outgoing ``httpx.Request`` to sign it (``BybitSigner``);
+    - ``auth``: called with each outgoing ``httpx.Request`` to sign it (a ``Signer``);
     - ``headers``: extra headers; wrap credentials in ``Secret`` so they stay hidden;
-    - ``transport``: an ``httpx.AsyncBaseTransport`` (e.g. ``httpx.MockTransport``).
+    - ``transport``: an ``httpx.AsyncBaseTransport`` (e.g. ``httpx.MockTransport``);
+    - ``rate_limit_headers``: the response headers in which the remote reports its rate limit,
+      read into ``last_rate_limit`` (None: not read).
 
     One ``httpx.AsyncClient`` per connection (keep-alive), created by ``connect()`` (or the first
     request) on the running loop; use the connection from that loop only. ``disconnect()``
@@ -311,9 +113,10 @@ class HttpConnection:
         timeout: float = 10.0,
         retries: int | RetryPolicy = 3,
         rate_limit: float | TokenBucket | None = None,
-        auth: Signer | Callable[[httpx.Request], None] | None = None,
+        auth: Signer | None = None,
         headers: Mapping[str, str | Secret] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        rate_limit_headers: RateLimitHeaders | None = None,
     ) -> None:
         self._routes: Route | Mapping[type | str, Route] = (
             routes if isinstance(routes, Route) else MappingProxyType(dict(routes))
@@ -326,6 +129,7 @@ class HttpConnection:
             auth=auth,
             headers=headers,
             transport=transport,
+            rate_limit_headers=rate_limit_headers,
         )
 
     def __repr__(self) -> str:
@@ -364,7 +168,8 @@ class HttpConnection:
 
     @property
     def last_rate_limit(self) -> RateLimitInfo | None:
-        """The remote's last ``X-Bapi-Limit*`` figures (limit, remaining, reset), if it sent any."""
+        """The remote's last rate-limit figures (limit, remaining, reset), if it sent any in the
+        ``rate_limit_headers`` given at construction."""
         return self._http.last_rate_limit
 
     @property
@@ -579,7 +384,7 @@ class HttpConnection:
                 headers=None if idempotency_key is None else {IDEMPOTENCY_HEADER: idempotency_key},
             )
         except ProtocolError as exc:
-            rejection = _as_rejection(exc)
+            rejection = _as_rejection(exc, route.auth_codes)
             if rejection is exc:
                 raise
             raise rejection from exc
@@ -603,10 +408,10 @@ class _Quoted(dict[str, Any]):
         return urllib.parse.quote(str(super().__getitem__(key)), safe="")
 
 
-def _as_rejection(exc: ProtocolError) -> ProtocolError:
+def _as_rejection(exc: ProtocolError, auth_codes: frozenset[int]) -> ProtocolError:
     """A permanent refusal of a write becomes ``Rejected``; credentials/limits/temporary stay."""
     if isinstance(exc, Rejected | RateLimited) or exc.temporary:
         return exc
-    if exc.status in (401, 403, 407) or exc.code in BYBIT_AUTH_CODES:
+    if exc.status in (401, 403, 407) or exc.code in auth_codes:
         return exc
     return Rejected(str(exc), status=exc.status, code=exc.code)

@@ -33,7 +33,7 @@ Errors:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -49,11 +49,12 @@ from hubkit.connections._transport import (
     make_retry,
     public_url,
     status_error,
+    userinfo_auth,
 )
 from hubkit.connections._wire import decode_items, dig, echo_to_row, key_to_wire, split_path
 from hubkit.connections.auth import Secret, Signer
-from hubkit.connections.http import IDEMPOTENCY_HEADER, Cursor
-from hubkit.connections.retry import RateLimitInfo, RetryPolicy, TokenBucket
+from hubkit.connections.retry import RateLimitHeaders, RateLimitInfo, RetryPolicy, TokenBucket
+from hubkit.connections.routes import IDEMPOTENCY_HEADER, Cursor
 from hubkit.errors import DecodeError, ProtocolError, Rejected, SchemaError
 
 if TYPE_CHECKING:
@@ -100,9 +101,10 @@ class JsonRpcConnection:
     """A ``hubkit.Connection`` speaking JSON-RPC 2.0 over HTTP POST.
 
     ``JsonRpcConnection(url, methods, *, timeout=10.0, retries=3, rate_limit=None, auth=None,
-    headers=None, transport=None)``: ``methods`` is ``{Entity or table name: JsonRpcMethods}``
-    or one ``JsonRpcMethods`` for every entity; the other arguments are as for
-    ``HttpConnection``. One httpx client per connection, made on ``connect()`` (or first use).
+    headers=None, transport=None, rate_limit_headers=None)``: ``methods`` is
+    ``{Entity or table name: JsonRpcMethods}`` or one ``JsonRpcMethods`` for every entity; the
+    other arguments are as for ``HttpConnection``. One httpx client per connection, made on
+    ``connect()`` (or first use).
     """
 
     def __init__(
@@ -113,11 +115,13 @@ class JsonRpcConnection:
         timeout: float = 10.0,
         retries: int | RetryPolicy = 3,
         rate_limit: float | TokenBucket | None = None,
-        auth: Signer | Callable[[httpx.Request], None] | None = None,
+        auth: Signer | None = None,
         headers: Mapping[str, str | Secret] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        rate_limit_headers: RateLimitHeaders | None = None,
     ) -> None:
-        self.url = url
+        # Credentials in the URL travel as a Basic header, so no log line shows them.
+        self.url, url_headers, url_secrets = userinfo_auth(url)
         self._methods: JsonRpcMethods | Mapping[type | str, JsonRpcMethods] = (
             methods if isinstance(methods, JsonRpcMethods) else MappingProxyType(dict(methods))
         )
@@ -128,8 +132,10 @@ class JsonRpcConnection:
             retry=make_retry(retries),
             limiter=make_limiter(rate_limit),
             auth=auth,
-            headers=headers,
+            headers={**url_headers, **dict(headers or {})},
             transport=transport,
+            rate_limit_headers=rate_limit_headers,
+            secrets=url_secrets,
         )
         self._ids = itertools.count(1)
 

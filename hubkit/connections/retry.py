@@ -34,6 +34,7 @@ from hubkit.errors import HubkitError, RateLimited, RemoteError
 __all__ = [
     "Backoff",
     "Clock",
+    "RateLimitHeaders",
     "RateLimitInfo",
     "RetryPolicy",
     "Sleep",
@@ -87,7 +88,8 @@ class RetryPolicy:
     ``retries``: retries after the first try (0 = try once). ``max_wait``: the longest wait hubkit
     accepts from a rate limit; a longer one is raised as ``RateLimited`` for the caller to
     schedule. ``default_rate_wait``: the wait when a rate-limit answer says nothing about when to
-    come back. ``ip_ban_wait``: the wait an HTTP 403 IP ban implies (ByBit: at least 10 minutes).
+    come back. ``ip_ban_wait``: the wait an HTTP 403 IP ban implies (exchanges ask for at least
+    10 minutes).
     """
 
     retries: int = 3
@@ -138,7 +140,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 
 def parse_reset_timestamp(value: str | None, now: float) -> float | None:
-    """Seconds until a ByBit ``X-Bapi-Limit-Reset-Timestamp`` (epoch ms); never negative."""
+    """Seconds until a reset time given in epoch ms (a rate-limit reset header); never negative."""
     if value is None:
         return None
     try:
@@ -151,23 +153,35 @@ def parse_reset_timestamp(value: str | None, now: float) -> float | None:
 
 
 @dataclass(frozen=True)
+class RateLimitHeaders:
+    """The response headers in which a remote reports its rate limit: the request budget, what
+    is left of it, and when it resets (epoch milliseconds)."""
+
+    limit: str
+    remaining: str
+    reset_ms: str
+
+
+@dataclass(frozen=True)
 class RateLimitInfo:
-    """What the remote said about its rate limit on the last response (ByBit ``X-Bapi-Limit*``)."""
+    """What the remote said about its rate limit on the last response."""
 
     limit: int | None
     remaining: int | None
     reset_at: float | None  # epoch seconds
 
     @classmethod
-    def from_headers(cls, headers: Mapping[str, str]) -> RateLimitInfo | None:
-        """Read ``X-Bapi-Limit``, ``X-Bapi-Limit-Status``, ``X-Bapi-Limit-Reset-Timestamp``.
+    def from_headers(
+        cls, headers: Mapping[str, str], names: RateLimitHeaders
+    ) -> RateLimitInfo | None:
+        """Read the three headers ``names`` gives.
 
         ``headers`` must be case-insensitive (``httpx.Headers``) or use those exact spellings.
         Returns None when none of them is present.
         """
-        limit = _int_or_none(headers.get("X-Bapi-Limit"))
-        remaining = _int_or_none(headers.get("X-Bapi-Limit-Status"))
-        reset_ms = _int_or_none(headers.get("X-Bapi-Limit-Reset-Timestamp"))
+        limit = _int_or_none(headers.get(names.limit))
+        remaining = _int_or_none(headers.get(names.remaining))
+        reset_ms = _int_or_none(headers.get(names.reset_ms))
         if limit is None and remaining is None and reset_ms is None:
             return None
         return cls(limit, remaining, None if reset_ms is None else reset_ms / 1000.0)

@@ -3,8 +3,9 @@
 ::
 
     conn = WebSocketConnection(
-        "wss://stream.bybit.com/v5/public/linear",
+        "wss://stream.example.com/v5/public/linear",
         {"publicTrade": TopicDecoder(trade_spec, renamed({"p": "price", "v": "size"}))},
+        protocol=api_protocol,             # the API's message shapes: a ``WsProtocol``
         rest=HttpConnection(...),          # optional: fetch/create/... and gap backfill go here
         on_error=print,                     # malformed frames, failed resubscribes, reconnects
     )
@@ -22,8 +23,8 @@ Promises:
   and forgets it; no ack in ``ack_timeout`` raises ``RemoteTimeout``. Called while
   disconnected or reconnecting, they only record the topics: the next (re)connect subscribes
   them all.
-- A JSON ping every ``ping_interval`` seconds (the protocol's shape); pongs of every ByBit
-  category are recognised. No frame at all for ``silence_timeout`` seconds counts as a dead
+- A ping every ``ping_interval`` seconds (the protocol's shape, when it has one); the
+  protocol recognises the pongs. No frame at all for ``silence_timeout`` seconds counts as a dead
   connection.
 - A dropped or silent connection is reopened with exponential backoff and full jitter; every
   topic is subscribed again, then ``messages()`` yields ``Reconnected(attempt, down_since)``
@@ -51,18 +52,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
 
-import polars as pl
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
+from hubkit.connections._wsacks import AckBook, PendingAck, merge_refusals, refusals
+from hubkit.connections._wsqueue import END, Channel, Failure, QueueItem, coalesce
+from hubkit.connections._wsrest import RestVerbs
+from hubkit.connections._wssocket import abort, open_socket
+from hubkit.connections.auth import without_userinfo
 from hubkit.connections.retry import Backoff, Sleep
 from hubkit.connections.wsdecode import (
     DecoderLike,
@@ -70,16 +72,14 @@ from hubkit.connections.wsdecode import (
     TopicDecoder,
     TopicDecoders,
     as_decode_error,
-    decode_run,
-    runs,
 )
 from hubkit.connections.wsproto import (
-    BybitWsProtocol,
     WsAck,
     WsData,
     WsEvent,
     WsPong,
     WsProtocol,
+    check_topics,
     chunked,
 )
 from hubkit.errors import (
@@ -91,53 +91,26 @@ from hubkit.errors import (
     TransportError,
 )
 from hubkit.types import Connection, ErrorHandler, Reconnected, StreamEvent
-from hubkit.writes import takes_idempotency_key
-
-if TYPE_CHECKING:
-    from hubkit.entity import EntitySpec
 
 __all__ = ["WebSocketConnection"]
 
 logger = logging.getLogger("hubkit.connections")
 
 
-@dataclass(frozen=True, slots=True)
-class _Failure:
-    error: HubkitError
-
-
-_END = object()  # queue sentinel: the stream was closed
-
-_QueueItem = Any  # RawFrame | Reconnected | _Failure | _END
-
-
-@dataclass
-class _Channel:
-    """The queue between the reader and one run of ``messages()``; replaced after a close."""
-
-    queue: asyncio.Queue[_QueueItem]
-    closed: bool = False
-
-
-@dataclass
-class _PendingAck:
-    op: str
-    topics: list[str]
-    future: asyncio.Future[WsAck]
-
-
-class WebSocketConnection:
+class WebSocketConnection(RestVerbs):
     """A ``hubkit.StreamingConnection`` over WebSocket; see the module docstring for promises.
 
-    ``WebSocketConnection(url, decoders, *, protocol=BybitWsProtocol(), rest=None,
-    on_error=None, ping_interval=20.0, silence_timeout=45.0, ack_timeout=10.0,
-    backoff=Backoff(base=0.5, cap=30.0), max_reconnects=None, sleep=asyncio.sleep,
-    max_buffer=1024, batch=256, open_timeout=10.0, max_size=16 MiB, compression=None)``
+    ``WebSocketConnection(url, decoders, *, protocol, rest=None, on_error=None,
+    ping_interval=20.0, silence_timeout=45.0, ack_timeout=10.0, backoff=Backoff(base=0.5,
+    cap=30.0), max_reconnects=None, sleep=asyncio.sleep, max_buffer=1024, batch=256,
+    open_timeout=10.0, max_size=16 MiB, compression=None)``
 
     ``decoders`` maps a topic, or a dotted prefix of it (``"publicTrade"``, ``"kline.5"``), to a
     ``TopicDecoder``, a ``(spec, extractor)`` pair or a bare ``EntitySpec``; the longest match
-    wins. ``rest`` serves ``fetch``/``create``/``update``/``remove`` (gap backfill); without it
-    they raise ``ProtocolError``. ``sleep`` is used for reconnect waits only (injectable).
+    wins. ``protocol`` is the API's message shapes (a ``WsProtocol``, which the provider
+    package of the API supplies). ``rest`` serves ``fetch``/``create``/``update``/``remove``
+    (gap backfill); without it they raise ``ProtocolError``. ``sleep`` is used for reconnect
+    waits only (injectable).
 
     ``on_error`` (an attribute too, settable at any time) receives what the connection handles
     by itself: malformed frames (``DecodeError`` naming the field), failed reconnect attempts
@@ -150,7 +123,7 @@ class WebSocketConnection:
         url: str,
         decoders: Mapping[str, DecoderLike],
         *,
-        protocol: WsProtocol | None = None,
+        protocol: WsProtocol,
         rest: Connection | None = None,
         on_error: ErrorHandler | None = None,
         ping_interval: float | None = 20.0,
@@ -166,12 +139,11 @@ class WebSocketConnection:
         compression: str | None = None,
     ) -> None:
         self.url = url
+        self._shown = without_userinfo(url)  # for messages and logs: no credentials
         self._decoders = TopicDecoders(decoders)
-        self.protocol: WsProtocol = protocol if protocol is not None else BybitWsProtocol()
+        self.protocol = protocol
         # Data left as JSON text is decoded by the topic's decoder, straight into typed rows.
-        self._parse: Callable[[bytes | str], WsEvent] = getattr(
-            self.protocol, "parse_lazy", self.protocol.parse
-        )
+        self._parse: Callable[[bytes | str], WsEvent] = protocol.parse_lazy
         self.rest = rest
         # Public so a sink can route these errors to its own error handler when unset.
         self.on_error: ErrorHandler | None = on_error
@@ -188,14 +160,13 @@ class WebSocketConnection:
         self._compression = compression
 
         self._topics: dict[str, None] = {}  # desired topics, in subscription order
-        self._channel = _Channel(asyncio.Queue(self._max_buffer))
+        self._channel = Channel(asyncio.Queue(self._max_buffer))
         self._ws: ClientConnection | None = None
         self._streaming = False  # the reader owns the socket and handles acks
         self._stopping = False
         self._reader: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
-        self._pending: dict[str, _PendingAck] = {}
-        self._req_ids = itertools.count(1)
+        self._acks = AckBook()
         self._unknown_topics: set[str] = set()
         self._last_frame = 0.0  # loop time of the last frame received
         self._blocked = False  # the reader waits on a full queue
@@ -211,11 +182,9 @@ class WebSocketConnection:
     def __repr__(self) -> str:
         state = "connected" if self.is_connected else "disconnected"
         return (
-            f"<WebSocketConnection {self.url} topics={len(self._topics)} "
+            f"<WebSocketConnection {self._shown} topics={len(self._topics)} "
             f"reconnects={self.reconnects} {state}>"
         )
-
-    # -- properties -----------------------------------------------------------------------
 
     @property
     def is_connected(self) -> bool:
@@ -245,19 +214,19 @@ class WebSocketConnection:
             return
         self._stopping = False
         if self._channel.closed:
-            self._channel = _Channel(asyncio.Queue(self._max_buffer))
+            self._channel = Channel(asyncio.Queue(self._max_buffer))
         ws = await self._open()
         try:
             early, failures = await self._handshake(ws)
             if failures:
-                raise failures[0] if len(failures) == 1 else _merge(failures)
+                raise merge_refusals(failures)
         except BaseException:
-            await _abort(ws)
+            await abort(ws)
             raise
         self._ws = ws
         self._streaming = True
         self._reader = asyncio.create_task(
-            self._run(ws, early), name=f"hubkit-ws-reader {self.url}"
+            self._run(ws, early), name=f"hubkit-ws-reader {self._shown}"
         )
         keeper_running = self._keeper is not None and not self._keeper.done()
         if (self.ping_interval or self.silence_timeout) and not keeper_running:
@@ -276,11 +245,11 @@ class WebSocketConnection:
         self._keeper = self._reader = None
         ws, self._ws = self._ws, None
         self._streaming = False
-        self._fail_pending(ClosedError("the WebSocket connection was closed"))
+        self._acks.fail_all(ClosedError("the WebSocket connection was closed"))
         if ws is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), timeout=2.0)
-            await _abort(ws)
+            await abort(ws)
         self._end_channel()
         if self.rest is not None:
             await self.rest.disconnect()
@@ -304,13 +273,13 @@ class WebSocketConnection:
         channel = self._channel
         channel.closed = True
         with contextlib.suppress(asyncio.QueueFull):
-            channel.queue.put_nowait(_END)
+            channel.queue.put_nowait(END)
 
     # -- topics ---------------------------------------------------------------------------
 
     async def subscribe(self, topics: Sequence[str]) -> None:
         """Subscribe ``topics`` (see the module docstring). Already-kept topics are skipped."""
-        new = [topic for topic in dict.fromkeys(_check_topics(topics)) if topic not in self._topics]
+        new = [topic for topic in dict.fromkeys(check_topics(topics)) if topic not in self._topics]
         for topic in new:
             self._topics[topic] = None
         ws = self._ws
@@ -321,7 +290,7 @@ class WebSocketConnection:
 
     async def unsubscribe(self, topics: Sequence[str]) -> None:
         """Stop ``topics``; rows already buffered for them are still delivered."""
-        gone = [topic for topic in dict.fromkeys(_check_topics(topics)) if topic in self._topics]
+        gone = [topic for topic in dict.fromkeys(check_topics(topics)) if topic in self._topics]
         for topic in gone:
             del self._topics[topic]
         ws = self._ws
@@ -332,13 +301,10 @@ class WebSocketConnection:
 
     async def _send_op(
         self, ws: ClientConnection, op: str, topics: Sequence[str]
-    ) -> list[_PendingAck]:
-        loop = asyncio.get_running_loop()
-        waits: list[_PendingAck] = []
+    ) -> list[PendingAck]:
+        waits: list[PendingAck] = []
         for chunk in chunked(topics, self.protocol.max_args):
-            req_id = str(next(self._req_ids))
-            pending = _PendingAck(op, chunk, loop.create_future())
-            self._pending[req_id] = pending
+            req_id, pending = self._acks.register(op, chunk)
             waits.append(pending)
             if op == "subscribe":
                 text = self.protocol.subscribe(chunk, req_id)
@@ -347,103 +313,52 @@ class WebSocketConnection:
             try:
                 await ws.send(text)
             except ConnectionClosed as exc:
-                self._forget(waits)
+                self._acks.forget(waits)
                 raise TransportError(f"{op} {chunk}: the connection closed") from exc
         return waits
 
-    async def _settle(self, op: str, waits: list[_PendingAck], *, forget: bool) -> None:
+    async def _settle(self, op: str, waits: list[PendingAck], *, forget: bool) -> None:
         """Wait for the reader to deliver the acks of ``waits``; raise on refusal."""
         try:
             async with asyncio.timeout(self.ack_timeout):
                 acks = [await pending.future for pending in waits]
         except TimeoutError as exc:
-            self._forget(waits)
+            self._acks.forget(waits)
             topics = [topic for pending in waits for topic in pending.topics]
             raise RemoteTimeout(f"no {op} ack for {topics} in {self.ack_timeout:g} s") from exc
         failures = self._refusals(op, waits, acks, forget=forget)
         if failures:
-            raise failures[0] if len(failures) == 1 else _merge(failures)
+            raise merge_refusals(failures)
 
     def _refusals(
-        self, op: str, waits: Sequence[_PendingAck], acks: Sequence[WsAck], *, forget: bool
+        self, op: str, waits: Sequence[PendingAck], acks: Sequence[WsAck], *, forget: bool
     ) -> list[ProtocolError]:
-        failures: list[ProtocolError] = []
-        for pending, ack in zip(waits, acks, strict=True):
-            if ack.success and not ack.failed:
-                continue
-            refused = [topic for topic in ack.failed if topic in pending.topics] or list(
-                ack.failed or pending.topics
-            )
-            if forget:
-                for topic in refused:
+        found = refusals(op, waits, acks)
+        if forget:
+            for refusal in found:
+                for topic in refusal.topics:
                     self._topics.pop(topic, None)
-            reason = ack.message or "refused"
-            failures.append(
-                ProtocolError(f"{op} refused for {', '.join(refused)}: {reason}", temporary=False)
-            )
-        return failures
-
-    def _forget(self, waits: Sequence[_PendingAck]) -> None:
-        for req_id, pending in list(self._pending.items()):
-            if pending in waits:
-                del self._pending[req_id]
-
-    def _fail_pending(self, error: HubkitError) -> None:
-        pending, self._pending = self._pending, {}
-        for item in pending.values():
-            if not item.future.done():
-                item.future.set_exception(error)
-                # Mark the exception retrieved: nobody may be waiting on this future any more.
-                item.future.exception()
-
-    def _on_ack(self, ack: WsAck) -> None:
-        """Match an ack to its request: by req_id, else by the topics it names, else oldest."""
-        key: str | None = None
-        if ack.req_id is not None and ack.req_id in self._pending:
-            key = ack.req_id
-        elif ack.succeeded or ack.failed:
-            named = set(ack.succeeded) | set(ack.failed)
-            key = next(
-                (k for k, pending in self._pending.items() if named & set(pending.topics)), None
-            )
-        if key is None and self._pending:
-            same_op = [k for k, pending in self._pending.items() if pending.op == ack.op]
-            key = same_op[0] if same_op else next(iter(self._pending))
-        if key is None:
-            logger.debug("ignoring an ack nobody waits for: %s", ack)
-            return
-        pending = self._pending.pop(key)
-        if not pending.future.done():
-            pending.future.set_result(ack)
+        return [refusal.error for refusal in found]
 
     # -- the socket -----------------------------------------------------------------------
 
     async def _open(self) -> ClientConnection:
-        try:
-            ws = await connect(
-                self.url,
-                open_timeout=self._open_timeout,
-                ping_interval=None,  # ByBit wants JSON pings; the keepalive task sends them
-                max_size=self._max_size,
-                compression=self._compression,
-                close_timeout=2.0,
-            )
-        except TimeoutError as exc:
-            raise RemoteTimeout(f"WebSocket {self.url}: no handshake in time") from exc
-        except (OSError, InvalidHandshake, InvalidURI) as exc:
-            raise TransportError(f"WebSocket {self.url}: could not connect ({exc})") from exc
+        ws = await open_socket(
+            self.url,
+            open_timeout=self._open_timeout,
+            max_size=self._max_size,
+            compression=self._compression,
+        )
         self._last_frame = asyncio.get_running_loop().time()
         return ws
 
-    async def _handshake(
-        self, ws: ClientConnection
-    ) -> tuple[list[_QueueItem], list[ProtocolError]]:
+    async def _handshake(self, ws: ClientConnection) -> tuple[list[QueueItem], list[ProtocolError]]:
         """Subscribe every kept topic on a fresh socket, reading frames inline until acked.
 
         Returns the data frames that arrived meanwhile and the refusals. Topics recorded while
         this runs are subscribed too.
         """
-        early: list[_QueueItem] = []
+        early: list[QueueItem] = []
         failures: list[ProtocolError] = []
         sent: set[str] = set()
         while todo := [topic for topic in self._topics if topic not in sent]:
@@ -455,7 +370,7 @@ class WebSocketConnection:
         return early, failures
 
     async def _read_until_acked(
-        self, ws: ClientConnection, waits: list[_PendingAck], early: list[_QueueItem]
+        self, ws: ClientConnection, waits: list[PendingAck], early: list[QueueItem]
     ) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.ack_timeout
@@ -467,13 +382,13 @@ class WebSocketConnection:
                 async with asyncio.timeout(remaining):
                     raw = await ws.recv(decode=False)
             except TimeoutError as exc:
-                self._forget(waits)
+                self._acks.forget(waits)
                 topics = [topic for pending in waits for topic in pending.topics]
                 raise RemoteTimeout(
                     f"no subscribe ack for {topics} in {self.ack_timeout:g} s"
                 ) from exc
             except ConnectionClosed as exc:
-                self._forget(waits)
+                self._acks.forget(waits)
                 raise TransportError("the connection closed while subscribing") from exc
             self._last_frame = loop.time()
             item = self._handle(raw)
@@ -487,7 +402,7 @@ class WebSocketConnection:
         if transport is not None:
             transport.abort()
 
-    async def _run(self, ws: ClientConnection, early: list[_QueueItem]) -> None:
+    async def _run(self, ws: ClientConnection, early: list[QueueItem]) -> None:
         """The reader task: read, reconnect on loss, until cancelled or out of attempts."""
         try:
             for item in early:
@@ -500,8 +415,8 @@ class WebSocketConnection:
         except HubkitError as exc:
             await self._give_up(exc)
         except Exception as exc:
-            logger.exception("the WebSocket reader of %s failed", self.url)
-            error = TransportError(f"WebSocket {self.url}: the reader failed ({exc!r})")
+            logger.exception("the WebSocket reader of %s failed", self._shown)
+            error = TransportError(f"WebSocket {self._shown}: the reader failed ({exc!r})")
             error.__cause__ = exc
             await self._give_up(error)
 
@@ -509,9 +424,9 @@ class WebSocketConnection:
         """Out of reconnect attempts (or broken): the consumer sees the error, then the end."""
         self._ws = None
         self._streaming = False
-        self._fail_pending(error)
+        self._acks.fail_all(error)
         self._report(error)
-        await self._put(_Failure(error))
+        await self._put(Failure(error))
 
     async def _read_until_lost(self, ws: ClientConnection) -> str:
         """Read frames until the socket fails; returns why."""
@@ -542,7 +457,7 @@ class WebSocketConnection:
                 except asyncio.QueueFull:
                     await self._put(item)
 
-    async def _put(self, item: _QueueItem) -> None:
+    async def _put(self, item: QueueItem) -> None:
         """Queue ``item``, waiting while the queue is full (the watchdog holds off meanwhile)."""
         self._blocked = True
         try:
@@ -558,13 +473,14 @@ class WebSocketConnection:
         down_since = datetime.now(UTC) - timedelta(seconds=quiet)
         self._ws = None
         self._streaming = False
-        self._fail_pending(TransportError(f"the connection was lost: {reason}"))
-        logger.info("WebSocket %s lost (%s); reconnecting", self.url, reason)
+        self._acks.fail_all(TransportError(f"the connection was lost: {reason}"))
+        logger.info("WebSocket %s lost (%s); reconnecting", self._shown, reason)
         attempt = 0
         while True:
             if self.max_reconnects is not None and attempt >= self.max_reconnects:
                 raise TransportError(
-                    f"WebSocket {self.url}: gave up after {attempt} reconnect attempts ({reason})"
+                    f"WebSocket {self._shown}: gave up after {attempt} reconnect attempts "
+                    f"({reason})"
                 )
             await self._sleep(self.backoff.delay(attempt))
             attempt += 1
@@ -574,7 +490,7 @@ class WebSocketConnection:
                 early, failures = await self._handshake(ws)
             except HubkitError as exc:
                 if ws is not None:
-                    await _abort(ws)
+                    await abort(ws)
                 reason = str(exc)
                 self._report(exc)
                 continue
@@ -610,7 +526,7 @@ class WebSocketConnection:
                     continue
             if now >= next_ping:
                 next_ping = now + ping_every
-                text = self.protocol.ping(str(next(self._req_ids)))
+                text = self.protocol.ping(self._acks.next_id())
                 if text is not None:
                     with contextlib.suppress(ConnectionClosed):
                         await ws.send(text)
@@ -638,7 +554,7 @@ class WebSocketConnection:
                 return None
             return RawFrame(event.topic, event.kind, items, decoder, time.monotonic())
         if type(event) is WsAck:
-            self._on_ack(event)
+            self._acks.on_ack(event)
         elif type(event) is WsPong:
             self.pongs += 1
             self.last_pong_at = time.monotonic()
@@ -661,7 +577,7 @@ class WebSocketConnection:
         self.last_error = exc
         handler = self.on_error
         if handler is None:
-            logger.warning("WebSocket %s: %s", self.url, exc)
+            logger.warning("WebSocket %s: %s", self._shown, exc)
             return
         try:
             handler(exc)
@@ -674,98 +590,5 @@ class WebSocketConnection:
         Ends after ``disconnect()`` once the buffer is drained; raises ``TransportError`` when
         reconnecting gave up. One consumer at a time.
         """
-        channel = self._channel
-        queue = channel.queue
-        carry: _QueueItem | None = None
-        while True:
-            if carry is not None:
-                item, carry = carry, None
-            else:
-                if channel.closed and queue.empty():
-                    return
-                item = await queue.get()
-            if item is _END:
-                return
-            if isinstance(item, _Failure):
-                raise item.error
-            if not isinstance(item, RawFrame):
-                yield item
-                continue
-            # Coalesce the frames already waiting (up to ``batch``) into runs.
-            waiting = [item]
-            while len(waiting) < self._batch:
-                try:
-                    nxt = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-                if not isinstance(nxt, RawFrame):
-                    carry = nxt  # a Reconnected or the end: deliver it after these rows
-                    break
-                waiting.append(nxt)
-            for run in runs(waiting):
-                message = decode_run(run, self._decode_failed)
-                if message is not None:
-                    yield message
-
-    # -- Connection verbs (delegated to ``rest``) -----------------------------------------
-
-    def _rest(self, verb: str) -> Connection:
-        if self.rest is None:
-            raise ProtocolError(
-                f"{verb}: this WebSocket connection has no REST connection", temporary=False
-            )
-        return self.rest
-
-    async def fetch(
-        self, spec: EntitySpec, params: Mapping[str, Any] | None = None
-    ) -> pl.DataFrame:
-        """``rest.fetch`` (e.g. to backfill a gap after ``Reconnected``)."""
-        return await self._rest("fetch").fetch(spec, params)
-
-    async def create(
-        self, spec: EntitySpec, row: Mapping[str, Any], *, idempotency_key: str | None = None
-    ) -> Mapping[str, Any] | None:
-        """``rest.create``; ``idempotency_key`` is passed on when ``rest`` takes it."""
-        rest = self._rest("create")
-        return await rest.create(spec, row, **_keyed(rest.create, idempotency_key))
-
-    async def update(
-        self, spec: EntitySpec, row: Mapping[str, Any], *, idempotency_key: str | None = None
-    ) -> Mapping[str, Any] | None:
-        """``rest.update``; ``idempotency_key`` is passed on when ``rest`` takes it."""
-        rest = self._rest("update")
-        return await rest.update(spec, row, **_keyed(rest.update, idempotency_key))
-
-    async def remove(
-        self, spec: EntitySpec, key: Mapping[str, Any], *, idempotency_key: str | None = None
-    ) -> None:
-        """``rest.remove``; ``idempotency_key`` is passed on when ``rest`` takes it."""
-        rest = self._rest("remove")
-        await rest.remove(spec, key, **_keyed(rest.remove, idempotency_key))
-
-
-def _keyed(verb: Callable[..., object], key: str | None) -> dict[str, Any]:
-    if key is None or not takes_idempotency_key(verb):
-        return {}
-    return {"idempotency_key": key}
-
-
-def _check_topics(topics: Sequence[str]) -> list[str]:
-    if isinstance(topics, str):
-        raise TypeError("topics must be a list of strings, not one string")
-    for topic in topics:
-        if not isinstance(topic, str) or not topic:
-            raise TypeError(f"a topic must be a non-empty string, not {topic!r}")
-    return list(topics)
-
-
-def _merge(failures: Sequence[ProtocolError]) -> ProtocolError:
-    return ProtocolError("; ".join(str(failure) for failure in failures), temporary=False)
-
-
-async def _abort(ws: ClientConnection) -> None:
-    transport = ws.transport
-    if transport is not None:
-        transport.abort()
-    with contextlib.suppress(Exception):
-        await ws.wait_closed()
+        async for event in coalesce(self._channel, self._batch, self._decode_failed):
+            yield event

@@ -1,25 +1,17 @@
 """WebSocket message shapes: what to send to (un)subscribe and ping, and what a frame means.
 
 A ``WsProtocol`` is pure logic (no I/O), so each shape is testable without a socket; the
-``WebSocketConnection`` does the I/O. ``BybitWsProtocol`` speaks ByBit v5 public streams:
+``WebSocketConnection`` does the I/O and is given the protocol of the API it talks to (a
+provider package defines its API's protocol).
 
-- requests: ``{"op":"subscribe","args":[...],"req_id":"7"}`` (at most ``max_args`` topics per
-  request; spot allows 10), ``{"op":"unsubscribe",...}``, ``{"op":"ping","req_id":"8"}``;
-- acks: linear/inverse ``{"success":true,"ret_msg":"","op":"subscribe","req_id":"7",...}``,
-  spot the same with ``"ret_msg":"subscribe"``, option/spread
-  ``{"success":true,"type":"COMMAND_RESP","data":{"successTopics":[...],"failTopics":[...]}}``;
-  a refusal ``{"success":false,"ret_msg":"error:handler not found,topic:X",...}``;
-- pongs: ``ret_msg == "pong"`` (linear/inverse/spot, ``op`` is ``"ping"``) or ``op == "pong"``
-  (option, spread, private);
-- data: ``{"topic", "type", "ts", "data", ...}``.
+A protocol turns a list of topics into the text frame that subscribes or unsubscribes them (at
+most ``max_args`` topics per request), makes an application-level ping (or None), and says what
+a received frame is: a ``WsData`` (topic, kind, payload), a ``WsAck`` (the verdict on a
+request), a ``WsPong``, or a ``WsIgnored`` control frame; a malformed frame raises
+``DecodeError`` naming the field. ``parse_lazy`` is ``parse`` except that a data frame's payload
+may stay JSON text (``msgspec.Raw``) for the topic's decoder to read in one pass.
 
-``parse`` decodes the envelope with a typed msgspec decoder (``data`` stays plain JSON values)
-and raises ``DecodeError`` naming the field for frames that are not JSON, have wrong types, or
-are neither data nor a known control frame. ``parse_lazy`` (optional in a ``WsProtocol``) does
-the same but leaves a data frame's ``data`` as JSON text (``msgspec.Raw``), so that the
-connection decodes the rows straight into typed values.
-
-To speak another exchange, write an object with the same four methods and ``max_args``.
+To speak another API, write an object with ``max_args`` and the five methods of ``WsProtocol``.
 """
 
 from __future__ import annotations
@@ -27,26 +19,27 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import msgspec
 
-from hubkit.errors import DecodeError
-
 __all__ = [
-    "BybitWsProtocol",
     "WsAck",
     "WsData",
     "WsEvent",
     "WsIgnored",
     "WsPong",
     "WsProtocol",
+    "check_topics",
     "chunked",
+    "decode_error_field",
+    "preview",
 ]
 
 
 class WsData(msgspec.Struct, frozen=True):
-    """A data frame: ``data`` is the payload as plain JSON values (list or object).
+    """A data frame: ``data`` is the payload as plain JSON values (list or object), or its
+    JSON text (``msgspec.Raw``) when it came from ``parse_lazy``.
 
     (A msgspec Struct rather than a dataclass: one is made per frame, and it builds ~2x faster.)
     """
@@ -85,7 +78,6 @@ class WsIgnored(msgspec.Struct, frozen=True):
 WsEvent = WsData | WsAck | WsPong | WsIgnored
 
 
-@runtime_checkable
 class WsProtocol(Protocol):
     """The message shapes of one WebSocket API. ``max_args``: topics per (un)subscribe request."""
 
@@ -107,6 +99,24 @@ class WsProtocol(Protocol):
         """What a received frame means; ``DecodeError(field=...)`` for a malformed one."""
         ...
 
+    def parse_lazy(self, raw: bytes | str) -> WsEvent:
+        """``parse``, except that a data frame's payload may stay JSON text (``msgspec.Raw``).
+
+        A protocol without a faster path returns ``parse(raw)``.
+        """
+        ...
+
+
+def check_topics(topics: Sequence[str]) -> list[str]:
+    """``topics`` as a list; ``TypeError`` for one string or a topic that is not a non-empty
+    string."""
+    if isinstance(topics, str):
+        raise TypeError("topics must be a list of strings, not one string")
+    for topic in topics:
+        if not isinstance(topic, str) or not topic:
+            raise TypeError(f"a topic must be a non-empty string, not {topic!r}")
+    return list(topics)
+
 
 def chunked(topics: Sequence[str], size: int) -> Iterator[list[str]]:
     """``topics`` in consecutive lists of at most ``size`` (at least one per list)."""
@@ -116,42 +126,7 @@ def chunked(topics: Sequence[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
-class _BybitFrame(msgspec.Struct):
-    """Every top-level field hubkit reads from a ByBit frame; unknown fields are ignored."""
-
-    topic: str | None = None
-    type: str | None = None
-    ts: int | float | None = None
-    data: Any = None
-    op: str | None = None
-    success: bool | None = None
-    ret_msg: str | None = None
-    req_id: str | int | None = None
-
-
-class _BybitDataFrame(msgspec.Struct):
-    """``_BybitFrame`` with ``data`` left as its JSON text (``msgspec.Raw``)."""
-
-    topic: str | None = None
-    type: str | None = None
-    ts: int | float | None = None
-    data: msgspec.Raw = msgspec.Raw()
-    op: str | None = None
-    success: bool | None = None
-    ret_msg: str | None = None
-    req_id: str | int | None = None
-
-
-_NULL = msgspec.Raw(b"null")
-
-
-class _CommandData(msgspec.Struct):
-    successTopics: list[str] = []  # ByBit's wire names
-    failTopics: list[str] = []
-
-
 _FIELD_AT = re.compile(r"at `\$\.?([^`]*)`")
-_TOPIC_IN_MESSAGE = re.compile(r"topic:\s*([^\s,;]+)")
 
 
 def decode_error_field(exc: msgspec.DecodeError) -> str | None:
@@ -162,100 +137,7 @@ def decode_error_field(exc: msgspec.DecodeError) -> str | None:
     return match.group(1)
 
 
-def _preview(raw: bytes | str, limit: int = 200) -> str:
+def preview(raw: bytes | str, limit: int = 200) -> str:
+    """The start of a frame as text, for error messages (``…`` marks a cut)."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     return text if len(text) <= limit else text[:limit] + "…"
-
-
-class BybitWsProtocol:
-    """ByBit v5 WebSocket shapes (see the module docstring). ``max_args`` defaults to spot's 10."""
-
-    def __init__(self, *, max_args: int = 10) -> None:
-        if max_args < 1:
-            raise ValueError("max_args must be at least 1")
-        self.max_args = max_args
-        self._decoder = msgspec.json.Decoder(_BybitFrame)
-        self._data_decoder = msgspec.json.Decoder(_BybitDataFrame)
-        self._encoder = msgspec.json.Encoder()
-
-    def __repr__(self) -> str:
-        return f"BybitWsProtocol(max_args={self.max_args})"
-
-    def subscribe(self, topics: Sequence[str], req_id: str) -> str:
-        return self._request("subscribe", topics, req_id)
-
-    def unsubscribe(self, topics: Sequence[str], req_id: str) -> str:
-        return self._request("unsubscribe", topics, req_id)
-
-    def _request(self, op: str, topics: Sequence[str], req_id: str) -> str:
-        message = {"op": op, "args": list(topics), "req_id": req_id}
-        return self._encoder.encode(message).decode()
-
-    def ping(self, req_id: str) -> str:
-        return self._encoder.encode({"op": "ping", "req_id": req_id}).decode()
-
-    def parse(self, raw: bytes | str) -> WsEvent:
-        try:
-            frame = self._decoder.decode(raw)
-        except msgspec.ValidationError as exc:
-            field = decode_error_field(exc) or "frame"
-            raise DecodeError(f"malformed frame: {exc}", field=field, raw=_preview(raw)) from exc
-        except msgspec.DecodeError as exc:
-            raise DecodeError(f"frame is not JSON: {exc}", raw=_preview(raw)) from exc
-        if frame.topic is not None:
-            if frame.data is None:
-                raise DecodeError(
-                    f"frame on {frame.topic!r} has no data", field="data", raw=_preview(raw)
-                )
-            return WsData(frame.topic, frame.type or "snapshot", frame.data, frame.ts)
-        return self._control(frame, raw)
-
-    def parse_lazy(self, raw: bytes | str) -> WsEvent:
-        """``parse``, except that a data frame's ``data`` stays JSON text (``msgspec.Raw``), for
-        a typed decoder to read in one pass. Control frames come out as from ``parse``."""
-        try:
-            frame = self._data_decoder.decode(raw)
-        except msgspec.DecodeError:
-            return self.parse(raw)  # the full parse names what is wrong
-        if frame.topic is None:
-            return self.parse(raw)
-        data = frame.data
-        if not data or data == _NULL:
-            raise DecodeError(
-                f"frame on {frame.topic!r} has no data", field="data", raw=_preview(raw)
-            )
-        return WsData(frame.topic, frame.type or "snapshot", data, frame.ts)
-
-    def _control(self, frame: _BybitFrame, raw: bytes | str) -> WsEvent:
-        op = frame.op
-        if op == "pong" or frame.ret_msg == "pong":
-            return WsPong()
-        req_id = None if frame.req_id in (None, "") else str(frame.req_id)
-        message = frame.ret_msg or ""
-        if frame.type == "COMMAND_RESP":
-            try:
-                command = msgspec.convert(frame.data or {}, _CommandData)
-            except msgspec.ValidationError as exc:
-                field = "data." + (decode_error_field(exc) or "successTopics")
-                raise DecodeError(f"malformed ack: {exc}", field=field, raw=_preview(raw)) from exc
-            failed = tuple(command.failTopics)
-            return WsAck(
-                success=bool(frame.success) and not failed,
-                req_id=req_id,
-                op=op,
-                message=message or (f"failTopics: {', '.join(failed)}" if failed else ""),
-                succeeded=tuple(command.successTopics),
-                failed=failed,
-            )
-        if op is None and frame.success is None:
-            raise DecodeError(
-                "frame has neither a topic nor an op", field="topic", raw=_preview(raw)
-            )
-        if frame.success is None:
-            # A request echoed back (or sent by a peer) carries no verdict: nothing to act on.
-            return WsIgnored(str(op))
-        if op in ("subscribe", "unsubscribe") or op is None:
-            success = bool(frame.success)
-            failed = () if success else tuple(_TOPIC_IN_MESSAGE.findall(message))
-            return WsAck(success, req_id, op, message, failed=failed)
-        return WsIgnored(op)

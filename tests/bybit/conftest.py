@@ -9,15 +9,12 @@ from typing import Any
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SAMPLES = REPO_ROOT.parent / "shared" / "bybit" / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "bybit"
 
 
 @pytest.fixture
 def samples_dir() -> Path:
-    """``<repo root>/../shared/bybit/samples``; the test is skipped when it is absent."""
-    if not SAMPLES.is_dir():
-        pytest.skip(f"ByBit samples not found at {SAMPLES}")
+    """``tests/samples/bybit``: ByBit's public responses and frames (see its SOURCES.md)."""
     return SAMPLES
 
 

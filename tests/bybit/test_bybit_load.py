@@ -13,8 +13,9 @@ import polars as pl
 import pytest
 
 import hubkit
+from hubkit._api import load
+from hubkit.bybit.datasets import default_catalog
 from hubkit.bybit.klines import to_ms
-from hubkit.catalog import default_catalog, load
 from hubkit.errors import OfflineError, StaleDataWarning
 from hubkit.testing.bybit import BybitSimulator
 

@@ -36,3 +36,12 @@ def test_argument_overrides_environment(monkeypatch: pytest.MonkeyPatch) -> None
 def test_unknown_category_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown ByBit category"):
         presets.ws_url("futures")
+
+
+def test_every_public_name_of_the_provider_package_resolves() -> None:
+    import hubkit.bybit as package
+
+    for name in package.__all__:
+        assert getattr(package, name) is not None, name
+    with pytest.raises(AttributeError, match="no_such_name"):
+        package.no_such_name  # type: ignore[attr-defined]  # noqa: B018

@@ -234,7 +234,7 @@ def test_open_trades_needs_symbols(tmp_path: Path) -> None:
 
 @pytest.mark.bybit_sim(symbols={"linear": ["BTCUSDT"]}, trades_per_second=50)
 def test_ticker_stream_rows_are_complete_after_deltas(bybit_sim: BybitSimulator) -> None:
-    from hubkit.bybit.presets import tickers_ws_connection
+    from hubkit.bybit.streams import tickers_ws_connection
     from hubkit.types import Message
 
     async def main() -> list[Message]:

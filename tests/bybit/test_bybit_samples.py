@@ -1,4 +1,4 @@
-"""Every real ByBit sample in shared/bybit/samples parses into the provider's entities."""
+"""Every real ByBit sample in tests/samples/bybit parses into the provider's entities."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from hubkit.bybit import entities as e
-from hubkit.bybit.presets import ticker_extractor, ws_trade_spec
+from hubkit.bybit.streams import ticker_extractor, ws_trade_spec
 from hubkit.entity import EntitySpec, reflect
 
 Sample = Callable[[str], Any]

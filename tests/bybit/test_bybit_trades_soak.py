@@ -27,8 +27,9 @@ DROP_EVERY = 500
 def test_ws_dropped_every_500_messages_loses_and_duplicates_nothing(
     bybit_sim: BybitSimulator, tmp_path: Path
 ) -> None:
-    """30 s at >= 2,000 trades/s over 3 symbols, the WebSocket dropped every 500 messages:
-    every trade the simulator made up to the close is stored once (0 lost, 0 duplicated)."""
+    """30 s of 750 trades/s per symbol over 3 symbols, the WebSocket dropped every 500
+    messages: every trade the simulator made up to the close is stored once (0 lost, 0
+    duplicated), field for field. The rate reached is measured by benchmarks/trades_soak.py."""
     bybit_sim.faults.drop_ws_every_n_messages = DROP_EVERY
     errors: list[HubkitError] = []
     gaps: list[Change] = []
@@ -63,7 +64,6 @@ def test_ws_dropped_every_500_messages_loses_and_duplicates_nothing(
         .with_columns(time=pl.from_epoch("time_ms", time_unit="ms").dt.replace_time_zone("UTC"))
     )
     close = datetime.fromtimestamp(close_ms / 1000, tz=UTC)
-    total_rate = 0.0
     for symbol in SYMBOLS:
         mine = stored.filter(pl.col("symbol") == symbol)
         first = mine["time"].min()  # the subscription started here; compare what follows
@@ -74,6 +74,7 @@ def test_ws_dropped_every_500_messages_loses_and_duplicates_nothing(
         got = mine.filter((pl.col("time") > first) & (pl.col("time") <= close))
         lost = set(expected["exec_id"]) - set(got["exec_id"])
         extra = set(got["exec_id"]) - set(expected["exec_id"])
+        assert expected.height > 0, f"{symbol}: the simulator made no trades to compare"
         assert not lost, f"{symbol}: {len(lost)} of {expected.height} trades lost"
         assert not extra, f"{symbol}: {len(extra)} trades the simulator never made"
         # the stored rows are the simulator's rows, field for field
@@ -84,5 +85,3 @@ def test_ws_dropped_every_500_messages_loses_and_duplicates_nothing(
         assert joined.height == got.height
         for column in columns[1:]:
             assert (joined[column] == joined[f"{column}_truth"]).all(), (symbol, column)
-        total_rate += expected.height / (close - first).total_seconds()
-    assert total_rate >= 2000, f"the run made {total_rate:.0f} trades/s, not >= 2,000"

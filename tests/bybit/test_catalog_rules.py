@@ -11,7 +11,9 @@ import polars as pl
 import pytest
 
 import hubkit.catalog as catalog_module
-from hubkit.catalog import Catalog, Dataset, SyncRequest, aload, default_catalog, load
+from hubkit._api import aload, load
+from hubkit.bybit.datasets import default_catalog
+from hubkit.catalog import Catalog, Dataset, SyncRequest
 from hubkit.errors import OfflineError, ProtocolError, StaleDataWarning, TransportError
 
 

@@ -10,9 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from hubkit.bybit.envelope import BYBIT_RATE_LIMIT_HEADERS, bybit_route
+from hubkit.bybit.signer import BybitSigner
 from hubkit.connections import (
     Backoff,
-    BybitSigner,
     Cursor,
     HttpConnection,
     RateLimitInfo,
@@ -84,8 +85,8 @@ def instrument(symbol: str, tick: str = "0.10") -> dict[str, object]:
 
 def routes() -> dict[type | str, Route]:
     return {
-        Instrument: Route.bybit(INSTRUMENTS, {"category": "linear"}),
-        "kline": Route.bybit(
+        Instrument: bybit_route(INSTRUMENTS, {"category": "linear"}),
+        "kline": bybit_route(
             KLINES,
             {"category": "linear"},
             paginated=False,
@@ -358,7 +359,12 @@ async def test_10006_waits_until_the_reset_timestamp(
             ),
         ],
     )
-    async with HttpConnection(server.url, routes(), retries=waits.policy()) as conn:
+    async with HttpConnection(
+        server.url,
+        routes(),
+        retries=waits.policy(),
+        rate_limit_headers=BYBIT_RATE_LIMIT_HEADERS,
+    ) as conn:
         await conn.fetch(INSTRUMENT)
         assert conn.last_rate_limit == RateLimitInfo(10, 9, reset_ms / 1000)
     assert waits.sleeps == [pytest.approx(1.5)]
@@ -509,7 +515,7 @@ async def test_a_refused_write_is_rejected(server: ScriptedHttpServer, waits: Wa
 async def test_a_bybit_business_error_on_a_write_is_rejected(
     server: ScriptedHttpServer, waits: Waits
 ) -> None:
-    route = Route.bybit("/v5/items", create=Verb("POST", "/v5/order/create"))
+    route = bybit_route("/v5/items", create=Verb("POST", "/v5/order/create"))
     server.script("/v5/order/create", [Reply(200, bybit_error(10001, "params error"))])
     async with HttpConnection(server.url, route, retries=waits.policy()) as conn:
         with pytest.raises(Rejected) as caught:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from hubkit.bybit.protocol import BybitWsProtocol
 from hubkit.connections import HttpConnection, JsonRpcConnection, JsonRpcMethods, Route
 from hubkit.connections.http import IDEMPOTENCY_HEADER, Verb
 from hubkit.connections.websocket import WebSocketConnection
@@ -107,7 +108,7 @@ async def test_json_rpc_can_also_pass_the_key_as_a_parameter() -> None:
 @pytest.mark.anyio
 async def test_websocket_writes_pass_the_key_to_their_rest_connection() -> None:
     rest = InMemoryConnection(key="symbol")
-    conn = WebSocketConnection("ws://127.0.0.1:9/unused", {}, rest=rest)
+    conn = WebSocketConnection("ws://127.0.0.1:9/unused", {}, protocol=BybitWsProtocol(), rest=rest)
     await rest.connect()
     await conn.create(INSTRUMENT, ROW, idempotency_key="k1")
     await conn.create(INSTRUMENT, {**ROW, "status": "Closed"}, idempotency_key="k1")  # a repeat

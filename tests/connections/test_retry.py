@@ -9,8 +9,10 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
+from hubkit.bybit.envelope import BYBIT_RATE_LIMIT_HEADERS
 from hubkit.connections.retry import (
     Backoff,
+    RateLimitHeaders,
     RateLimitInfo,
     RetryPolicy,
     TokenBucket,
@@ -92,9 +94,15 @@ def test_rate_limit_info_from_bybit_headers() -> None:
             "x-bapi-limit-reset-timestamp": "1672738134824",
         }
     )
-    info = RateLimitInfo.from_headers(headers)
+    info = RateLimitInfo.from_headers(headers, BYBIT_RATE_LIMIT_HEADERS)
     assert info == RateLimitInfo(limit=10, remaining=9, reset_at=1672738134.824)
-    assert RateLimitInfo.from_headers(httpx.Headers({})) is None
+    assert RateLimitInfo.from_headers(httpx.Headers({}), BYBIT_RATE_LIMIT_HEADERS) is None
+
+
+def test_rate_limit_headers_are_read_only_where_named() -> None:
+    headers = httpx.Headers({"RateLimit-Limit": "100", "X-Bapi-Limit": "10"})
+    names = RateLimitHeaders("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset-Ms")
+    assert RateLimitInfo.from_headers(headers, names) == RateLimitInfo(100, None, None)
 
 
 @pytest.mark.anyio

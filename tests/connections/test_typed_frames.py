@@ -10,8 +10,9 @@ import msgspec
 import polars as pl
 import pytest
 
+from hubkit.bybit.protocol import BybitWsProtocol
 from hubkit.connections.wsdecode import RawFrame, TopicDecoder, TypedRows, decode_run, renamed
-from hubkit.connections.wsproto import BybitWsProtocol, WsAck, WsData, WsPong
+from hubkit.connections.wsproto import WsAck, WsData, WsPong
 from hubkit.errors import DecodeError
 from hubkit.gapfill import RecentRows
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from hubkit.bybit.protocol import BybitWsProtocol
 from hubkit.connections import (
     Backoff,
     TopicDecoder,
@@ -61,7 +62,10 @@ def make(
     }
     options.update(kwargs)
     return WebSocketConnection(
-        server.url, decoders if decoders is not None else {"publicTrade": TRADE}, **options
+        server.url,
+        decoders if decoders is not None else {"publicTrade": TRADE},
+        protocol=BybitWsProtocol(),
+        **options,
     )
 
 
@@ -424,7 +428,7 @@ async def test_giving_up_raises_from_messages(rec: Recorder) -> None:
 async def test_connect_to_nothing_is_a_transport_error(rec: Recorder) -> None:
     async with FakeBybitWs("linear") as server:
         url = server.url
-    conn = WebSocketConnection(url, {"publicTrade": TRADE})
+    conn = WebSocketConnection(url, {"publicTrade": TRADE}, protocol=BybitWsProtocol())
     with pytest.raises(TransportError):
         await conn.connect()
 
@@ -451,7 +455,7 @@ async def test_verbs_need_a_rest_connection(rec: Recorder) -> None:
 
 
 def test_topics_must_be_a_list() -> None:
-    conn = WebSocketConnection("ws://127.0.0.1:1", {})
+    conn = WebSocketConnection("ws://127.0.0.1:1", {}, protocol=BybitWsProtocol())
     with pytest.raises(TypeError):
         asyncio.run(conn.subscribe("publicTrade.BTCUSDT"))
     assert "ws://127.0.0.1:1" in repr(conn)

@@ -22,8 +22,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from hubkit.testing import BybitSimulator
-from hubkit.testing.bybit.catalog import load_catalog
 from hubkit.testing.bybit.groundtruth import uuid_column
+from hubkit.testing.bybit.instruments import load_catalog
 from hubkit.testing.bybit.market import Market
 from hubkit.testing.bybit.pricing import MINUTE, PricePath, SimClock, uuid_like
 

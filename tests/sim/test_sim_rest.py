@@ -13,7 +13,7 @@ import requests
 from simclient import rest, result
 
 from hubkit.testing import BybitSimulator
-from hubkit.testing.bybit.catalog import locate_datasets
+from hubkit.testing.bybit.instruments import locate_datasets
 
 START = 1_790_000_000_000  # a fixed simulated start, minute-aligned
 

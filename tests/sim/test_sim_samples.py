@@ -1,4 +1,4 @@
-"""Every real sample in shared/bybit/samples has the same keys and JSON types as the simulator's
+"""Every real sample in tests/samples/bybit has the same keys and JSON types as the simulator's
 corresponding response or frame.
 
 Allowances, each from the samples' own caveats (samples/SOURCES.md, PROTOCOL.md):
@@ -24,10 +24,7 @@ from simshape import shape_diff
 
 from hubkit.testing import BybitSimulator
 
-SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "bybit" / "samples"
-pytestmark = pytest.mark.skipif(
-    not SAMPLES.is_dir(), reason=f"ByBit samples not found at {SAMPLES} (a copy of shared/)"
-)
+SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "bybit"
 
 STRINGIFIED = frozenset({"retCode", "time", "ts", "u", "seq", "fundingInterval"})
 INSTRUMENT_NEW = frozenset(
@@ -99,9 +96,6 @@ def _ws_data(category: str, topic: str, kind: str | None = None) -> Getter:
 
 
 def _sample(name: str) -> Any:
-    # Read while the module is collected; without the samples every test here is skipped.
-    if not SAMPLES.is_dir():
-        return {}
     return json.loads((SAMPLES / name).read_text())
 
 

@@ -12,7 +12,7 @@ import heapq
 import math
 import random
 
-from hubkit.testing.bybit.catalog import Instrument
+from hubkit.testing.bybit.instruments import Instrument
 from hubkit.testing.bybit.pricing import fmt_units, key_hash
 
 __all__ = ["Book", "DepthView"]

@@ -25,7 +25,7 @@ from array import array
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from hubkit.testing.bybit.catalog import Instrument
+from hubkit.testing.bybit.instruments import Instrument
 from hubkit.testing.bybit.market import Candle, Market
 from hubkit.testing.bybit.trades import DIRECTIONS, SIDES, SPOT_ID_BASE, TradeStream
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from hubkit.testing.bybit.book import Book
-from hubkit.testing.bybit.catalog import Catalog, Instrument
+from hubkit.testing.bybit.instruments import Catalog, Instrument
 from hubkit.testing.bybit.pricing import (
     DAY,
     MINUTE,

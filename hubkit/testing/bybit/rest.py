@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from hubkit.testing.bybit.catalog import CATEGORIES, Catalog, Instrument
+from hubkit.testing.bybit.instruments import CATEGORIES, Catalog, Instrument
 from hubkit.testing.bybit.market import Candle, Market
 from hubkit.testing.bybit.pricing import INTERVALS, SimClock, candle_start, key_hash, mix64, unit
 from hubkit.testing.bybit.trades import Trade

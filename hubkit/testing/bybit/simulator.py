@@ -7,6 +7,8 @@ Use it on its own thread and loop::
         ws_connect(f"{sim.ws_url}/linear")        # ws_url is the base; append the category
         sim.faults.http_5xx_next = 2              # fault switches act at once
         trades = sim.ground_truth("trades")      # Polars frame of every trade produced
+        sim.list_symbol("linear", "NEWUSDT", like="BTCUSDT")   # listings change at run time
+        sim.set_status("linear", "ETHUSDT", "Closed"); sim.delist("linear", "ADAUSDT")
 
 or on the caller's event loop (``async with BybitSimulator() as sim:``), or from the command
 line (``python -m hubkit.testing.bybit --port 9000``). One port serves REST and WebSocket.
@@ -27,11 +29,12 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
-from hubkit.testing.bybit.catalog import load_catalog
 from hubkit.testing.bybit.faults import Faults
+from hubkit.testing.bybit.hub import Hub, HubOptions
+from hubkit.testing.bybit.instruments import Instrument, listed_like, load_catalog, with_status
 from hubkit.testing.bybit.market import Market
 from hubkit.testing.bybit.pricing import SimClock
-from hubkit.testing.bybit.server import Hub, HubOptions, SimServer
+from hubkit.testing.bybit.server import SimServer
 
 if TYPE_CHECKING:
     import polars as pl
@@ -73,7 +76,7 @@ class BybitSimulator:
             ``ws_slow_consumer`` in ``fault_counts``.
         ip_limit: (requests, window seconds, ban seconds) of ByBit's HTTP 403 IP rule, or None.
         api_keys: key -> secret accepted by ``/v5/private`` auth (empty: any signature).
-        datasets: folder with the instrument lists (default: ``catalog.locate_datasets()``).
+        datasets: folder with the instrument lists (default: ``instruments.locate_datasets()``).
     """
 
     def __init__(
@@ -355,6 +358,39 @@ class BybitSimulator:
     def disconnect_all(self) -> int:
         """Drop every WebSocket connection now (counted as ``ws_drop_manual``)."""
         return self._call(self.hub.disconnect_all)
+
+    # -- listings (applied on the simulator's loop) ---------------------------------------------
+
+    def list_symbol(
+        self, category: str, symbol: str, *, like: str, status: str = "Trading"
+    ) -> None:
+        """List a new instrument ``symbol`` shaped like the listed ``like`` (same filters and
+        coins), launched now; ``instruments-info`` serves it from the next request on."""
+
+        def apply() -> None:
+            model = self._listed(category, like)
+            if self.catalog.get(category, symbol) is not None:
+                raise ValueError(f"{category} {symbol} is already listed")
+            launch = self._hub.clock.now_ms() if self._hub is not None else model.launch_time
+            self.catalog.put(listed_like(model, symbol, status, launch))
+
+        self._call(apply)
+
+    def set_status(self, category: str, symbol: str, status: str) -> None:
+        """Change a listed instrument's ``status`` (``"Trading"``, ``"PreLaunch"``,
+        ``"Delivering"``, ``"Closed"``); ``instruments-info`` shows it from the next request
+        on (without a ``status`` parameter it lists only what ByBit lists by default)."""
+        self._call(lambda: self.catalog.put(with_status(self._listed(category, symbol), status)))
+
+    def delist(self, category: str, symbol: str) -> None:
+        """Take ``symbol`` off ``instruments-info`` altogether (it is gone from every list)."""
+        self._call(lambda: self.catalog.remove(self._listed(category, symbol).category, symbol))
+
+    def _listed(self, category: str, symbol: str) -> Instrument:
+        inst = self.catalog.get(category, symbol)
+        if inst is None:
+            raise ValueError(f"no {category} instrument {symbol!r} is listed")
+        return inst
 
     def __repr__(self) -> str:
         state = "running" if self._server is not None and not self._stopped else "stopped"

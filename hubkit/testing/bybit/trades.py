@@ -28,13 +28,9 @@ import math
 import random
 from array import array
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from hubkit.testing.bybit.catalog import Instrument
+from hubkit.testing.bybit.instruments import Instrument
 from hubkit.testing.bybit.pricing import MINUTE, PricePath, fmt_units, key_hash, mix64, uuid_like
-
-if TYPE_CHECKING:
-    import polars as pl
 
 __all__ = ["DIRECTIONS", "SIDES", "MinuteBar", "SymbolState", "Trade", "TradeStream"]
 
@@ -521,12 +517,6 @@ class TradeStream:
             item["seq"] = seq(k)
             out.append(item)
         return out
-
-    def frame(self) -> pl.DataFrame:
-        """Every trade made so far as a Polars frame (see ``groundtruth`` for the columns)."""
-        from hubkit.testing.bybit.groundtruth import trade_frame
-
-        return trade_frame(self)
 
     def nbytes(self) -> int:
         """Bytes held by the trade columns (capacity may be a little larger)."""

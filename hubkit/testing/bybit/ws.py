@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from hubkit.testing.bybit.catalog import Catalog
+from hubkit.testing.bybit.instruments import Catalog
 from hubkit.testing.bybit.pricing import INTERVALS
 
 __all__ = ["PRIVATE_TOPICS", "Topic", "WsReply", "WsSession", "parse_topic"]

@@ -2,11 +2,13 @@
 
 ``load_catalog()`` finds the folder (see ``locate_datasets``) and returns a ``Catalog``: per
 category the instrument items exactly as they are served, sorted by symbol, plus a reference
-price per base coin. The catalog is read-only after loading.
+price per base coin. After loading it changes only through ``Catalog.put``/``remove`` (the
+simulator's listing switches); readers see read-only views.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -15,7 +17,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["CATEGORIES", "Catalog", "Instrument", "load_catalog", "locate_datasets"]
+__all__ = [
+    "CATEGORIES",
+    "Catalog",
+    "Instrument",
+    "listed_like",
+    "load_catalog",
+    "locate_datasets",
+    "with_status",
+]
 
 CATEGORIES = ("spot", "linear", "inverse", "option")
 
@@ -105,13 +115,28 @@ def _instrument(category: str, item: Mapping[str, Any], prices: Mapping[str, flo
     )
 
 
-@dataclass(frozen=True)
 class Catalog:
-    """Instruments per category (sorted by symbol) and lookup by symbol."""
+    """Instruments per category (sorted by symbol) and lookup by symbol.
 
-    lists: Mapping[str, Sequence[Instrument]]
-    by_symbol: Mapping[str, Mapping[str, Instrument]]
-    real_symbols: Mapping[str, frozenset[str]]
+    ``lists`` and ``by_symbol`` are read-only views. The simulator changes them only through
+    ``put`` and ``remove`` (a listing, a status change, a delisting at run time), on its own
+    event loop, so every reader sees one consistent catalogue between two events.
+    """
+
+    def __init__(
+        self,
+        lists: Mapping[str, Sequence[Instrument]],
+        real_symbols: Mapping[str, frozenset[str]],
+    ) -> None:
+        self._lists: dict[str, tuple[Instrument, ...]] = {c: tuple(v) for c, v in lists.items()}
+        self._by_symbol: dict[str, dict[str, Instrument]] = {
+            c: {i.symbol: i for i in v} for c, v in self._lists.items()
+        }
+        self.lists: Mapping[str, Sequence[Instrument]] = MappingProxyType(self._lists)
+        self.by_symbol: Mapping[str, Mapping[str, Instrument]] = MappingProxyType(
+            {c: MappingProxyType(v) for c, v in self._by_symbol.items()}
+        )
+        self.real_symbols: Mapping[str, frozenset[str]] = MappingProxyType(dict(real_symbols))
 
     def get(self, category: str, symbol: str) -> Instrument | None:
         """The instrument, or None when the category has no such symbol."""
@@ -120,6 +145,32 @@ class Catalog:
     def base_coins(self, category: str) -> frozenset[str]:
         """Base coins listed in a category (option topics subscribe by base coin)."""
         return frozenset(i.base_coin for i in self.lists.get(category, ()))
+
+    def put(self, inst: Instrument) -> None:
+        """List ``inst``, or replace the instrument of the same category and symbol."""
+        symbols = self._by_symbol[inst.category]
+        symbols[inst.symbol] = inst
+        self._lists[inst.category] = tuple(symbols[name] for name in sorted(symbols))
+
+    def remove(self, category: str, symbol: str) -> Instrument | None:
+        """Take a symbol off the list (a delisting); returns what was listed, if anything."""
+        symbols = self._by_symbol[category]
+        gone = symbols.pop(symbol, None)
+        if gone is not None:
+            self._lists[category] = tuple(symbols[name] for name in sorted(symbols))
+        return gone
+
+
+def with_status(inst: Instrument, status: str) -> Instrument:
+    """``inst`` with another ``status`` (in the served item too)."""
+    return dataclasses.replace(inst, status=status, item={**inst.item, "status": status})
+
+
+def listed_like(inst: Instrument, symbol: str, status: str, launch_ms: int) -> Instrument:
+    """A new instrument ``symbol`` shaped like ``inst`` (same filters and coins), launched at
+    ``launch_ms``."""
+    item = {**inst.item, "symbol": symbol, "status": status, "launchTime": str(launch_ms)}
+    return dataclasses.replace(inst, symbol=symbol, status=status, item=item, launch_time=launch_ms)
 
 
 def load_catalog(folder: Path | None = None) -> Catalog:
@@ -133,9 +184,4 @@ def load_catalog(folder: Path | None = None) -> Catalog:
         items = sorted(doc["list"], key=lambda it: it["symbol"])
         lists[category] = tuple(_instrument(category, it, prices) for it in items)
         real[category] = frozenset(doc.get("realSymbols", ()))
-    by_symbol = {c: MappingProxyType({i.symbol: i for i in lst}) for c, lst in lists.items()}
-    return Catalog(
-        lists=MappingProxyType(lists),
-        by_symbol=MappingProxyType(by_symbol),
-        real_symbols=MappingProxyType(real),
-    )
+    return Catalog(lists, real)

@@ -1,4 +1,4 @@
-"""ByBit WebSocket shapes, decided without a socket (real samples from shared/bybit/samples)."""
+"""ByBit WebSocket shapes, decided without a socket (real samples from tests/samples/bybit)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from hubkit.bybit.protocol import BybitWsProtocol
 from hubkit.connections.wsproto import (
-    BybitWsProtocol,
     WsAck,
     WsData,
     WsIgnored,
@@ -17,14 +17,11 @@ from hubkit.connections.wsproto import (
 )
 from hubkit.errors import DecodeError
 
-SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "bybit" / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "bybit"
 
 
 def sample(name: str) -> bytes:
-    path = SAMPLES / name
-    if not path.exists():
-        pytest.skip(f"sample {name} not available")
-    return path.read_bytes()
+    return (SAMPLES / name).read_bytes()
 
 
 @pytest.fixture
