@@ -40,7 +40,6 @@ from hubkit.types import (
     OutboxEntry,
     Reconnected,
     ScheduleStatus,
-    SinkStatus,
     Source,
     StreamingConnection,
     SyncContext,
@@ -75,10 +74,7 @@ if TYPE_CHECKING:
     )
     from hubkit.notebook import (
         StatusPanel,
-        status_html,
         status_panel,
-        status_table,
-        status_text,
     )
     from hubkit.policies import (
         Bidirectional,
@@ -100,6 +96,12 @@ if TYPE_CHECKING:
         WriteResult,
         aopen_sink,
         open_sink,
+    )
+    from hubkit.status import (
+        SinkStatus,
+        status_html,
+        status_table,
+        status_text,
     )
     from hubkit.store import (
         Store,
@@ -133,10 +135,11 @@ _LAZY: dict[str, str] = {
     "default_catalog": "hubkit.catalog",
     "load": "hubkit.catalog",
     "StatusPanel": "hubkit.notebook",
-    "status_html": "hubkit.notebook",
     "status_panel": "hubkit.notebook",
-    "status_table": "hubkit.notebook",
-    "status_text": "hubkit.notebook",
+    "SinkStatus": "hubkit.status",
+    "status_html": "hubkit.status",
+    "status_table": "hubkit.status",
+    "status_text": "hubkit.status",
     "Progress": "hubkit.progress",
     "progress": "hubkit.progress",
     "HttpConnection": "hubkit.connections",

@@ -275,7 +275,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def _age(moment: datetime | None, now: datetime | None = None) -> str:
-    from hubkit.notebook.render import humanize_age
+    from hubkit.status import humanize_age
 
     if moment is None:
         return "never"

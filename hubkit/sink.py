@@ -59,6 +59,7 @@ import polars as pl
 
 from hubkit.bridge import run_sync_in_worker
 from hubkit.errors import ClosedError, HubkitError, Rejected, SyncError
+from hubkit.status import SinkStatus, status_html
 from hubkit.types import (
     Change,
     ChangeHandler,
@@ -68,7 +69,6 @@ from hubkit.types import (
     Op,
     OutboxEntry,
     ScheduleStatus,
-    SinkStatus,
     Source,
     SyncPolicy,
     SyncState,
@@ -501,9 +501,7 @@ class Sink:
         return None if self._policy is None else type(self._policy).__name__
 
     def _repr_html_(self) -> str:
-        render = importlib.import_module("hubkit.notebook.render")
-        text: str = render.status_html(self.status())
-        return text
+        return status_html(self.status())
 
     # -- SyncContext (called by the policy on hubkit's loop) ---------------------------------
 

@@ -25,8 +25,8 @@ from hubkit.notebook import (
     status_table,
     status_text,
 )
-from hubkit.notebook.render import short_error
-from hubkit.types import ScheduleStatus, SinkStatus, SyncStatus
+from hubkit.status import SinkStatus, short_error
+from hubkit.types import ScheduleStatus, SyncStatus
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 WAIT = 10.0  # upper bound for conditions that normally hold within milliseconds
@@ -544,7 +544,8 @@ def test_importing_hubkit_does_not_import_ipywidgets() -> None:
 def test_a_status_renders_itself_as_text_and_html() -> None:
     from datetime import UTC, datetime
 
-    from hubkit.types import ScheduleStatus, SinkStatus, SyncStatus
+    from hubkit.status import SinkStatus
+    from hubkit.types import ScheduleStatus, SyncStatus
 
     status = SinkStatus(
         name="trades<x>",

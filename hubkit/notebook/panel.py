@@ -44,9 +44,9 @@ from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 from hubkit.errors import ClosedError
-from hubkit.notebook.render import COLUMNS, error_html, row_html, status_html, status_text
 from hubkit.progress import in_jupyter_kernel
-from hubkit.types import ScheduleStatus, SinkStatus, SyncStatus
+from hubkit.status import COLUMNS, SinkStatus, error_html, row_html, status_html, status_text
+from hubkit.types import ScheduleStatus, SyncStatus
 
 __all__ = ["PanelRow", "StatusPanel", "StatusSource", "Subscription", "status_panel"]
 
