@@ -49,6 +49,13 @@ from hubkit.types import (
 )
 
 if TYPE_CHECKING:
+    from hubkit import bybit as bybit
+    from hubkit import notebook as notebook
+    from hubkit import testing as testing
+    from hubkit._progress import (
+        Progress,
+        progress,
+    )
     from hubkit.cache import (
         FrameCache,
     )
@@ -84,10 +91,6 @@ if TYPE_CHECKING:
         WebSocketSubscription,
         local_wins,
         remote_wins,
-    )
-    from hubkit.progress import (
-        Progress,
-        progress,
     )
     from hubkit.sink import (
         Sink,
@@ -140,8 +143,8 @@ _LAZY: dict[str, str] = {
     "status_html": "hubkit.status",
     "status_table": "hubkit.status",
     "status_text": "hubkit.status",
-    "Progress": "hubkit.progress",
-    "progress": "hubkit.progress",
+    "Progress": "hubkit._progress",
+    "progress": "hubkit._progress",
     "HttpConnection": "hubkit.connections",
     "JsonRpcConnection": "hubkit.connections",
     "JsonRpcMethods": "hubkit.connections",
@@ -226,6 +229,21 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    # The provider, the testing kit and the notebook surface are subpackages: after a plain
+    # ``import hubkit`` they are reachable as attributes, imported on first use. Importing a
+    # subpackage binds it on this module, so this runs once per name.
+    if name == "bybit":
+        import hubkit.bybit
+
+        return hubkit.bybit
+    if name == "notebook":
+        import hubkit.notebook
+
+        return hubkit.notebook
+    if name == "testing":
+        import hubkit.testing
+
+        return hubkit.testing
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'hubkit' has no attribute {name!r}")
@@ -235,4 +253,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | {"bybit", "notebook", "testing"})

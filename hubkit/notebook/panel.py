@@ -43,8 +43,8 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
+from hubkit._progress import in_jupyter_kernel
 from hubkit.errors import ClosedError
-from hubkit.progress import in_jupyter_kernel
 from hubkit.status import COLUMNS, SinkStatus, error_html, row_html, status_html, status_text
 from hubkit.types import ScheduleStatus, SyncStatus
 
