@@ -407,21 +407,9 @@ class ProgressIterable(Progress, Generic[T]):
 
 @overload
 def progress(
-    iterable: None = None,
+    iterable: int | None = None,
     desc: str = "",
     total: int | None = None,
-    *,
-    mode: ProgressMode = "auto",
-    file: TextIO | None = None,
-    min_interval: float = 0.2,
-) -> Progress: ...
-
-
-@overload
-def progress(
-    iterable: int,
-    desc: str = "",
-    total: None = None,
     *,
     mode: ProgressMode = "auto",
     file: TextIO | None = None,

@@ -254,4 +254,4 @@ def test_an_iterable_that_raises_marks_the_display_failed() -> None:
 
 def test_the_total_cannot_be_given_twice() -> None:
     with pytest.raises(TypeError, match="total twice"):
-        progress(5, total=5)  # type: ignore[call-overload]
+        progress(5, total=5)
