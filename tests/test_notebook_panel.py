@@ -315,7 +315,9 @@ def test_age_of_the_last_sync_ticks(panels: list[StatusPanel], clock: Clock) -> 
     assert "5 min ago" in cell.value
 
 
-def test_long_errors_are_escaped_with_the_full_text_on_hover(panels: list[StatusPanel], clock: Clock) -> None:
+def test_long_errors_are_escaped_with_the_full_text_on_hover(
+    panels: list[StatusPanel], clock: Clock
+) -> None:
     source = FakeSource()
     panel = manual_panel(panels, source, clock=clock)
     source.set(last_error="<img src=x onerror=alert(1)>\n" + "trace " * 40)
