@@ -540,7 +540,7 @@ def test_outside_a_kernel_the_panel_is_text_only() -> None:
 
 def test_importing_hubkit_does_not_import_ipywidgets() -> None:
     code = (
-        "import sys, hubkit, hubkit.notebook, hubkit.progress\n"
+        "import sys, hubkit, hubkit.notebook, hubkit._progress, hubkit.status\n"
         "assert 'ipywidgets' not in sys.modules, 'ipywidgets imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
