@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import re
 import subprocess
 import sys
 import threading
@@ -568,3 +569,24 @@ def test_a_status_renders_itself_as_text_and_html() -> None:
     html = status._repr_html_()
     assert "trades&lt;x&gt;" in html and "<table" in html
     assert "SinkStatus(" in repr(status)  # the dataclass repr stays for debugging
+
+
+def test_buttons_come_first_and_long_values_keep_their_full_text_on_hover(
+    panels: list[StatusPanel], clock: Clock
+) -> None:
+    long_name = "bybit_public_trade_linear_with_a_long_name"
+    a, b = FakeSource(long_name), FakeSource("tickers")
+    panel = manual_panel(panels, a, b, clock=clock)
+    header, grid = panel.widget.children
+    columns = re.findall(r"minmax\([^)]*\)|\S+", grid.layout.grid_template_columns)
+    assert len(columns) == 12  # the actions, then the eleven status columns
+    first_row = grid.children[12:25]
+    assert first_row[0].children == tuple(panel.rows[0].buttons.values())
+    assert [c.description for c in first_row[0].children] == ["Sync", "Reconnect"]
+    assert first_row[-1] is panel.rows[0].message
+    assert panel.rows[0].message.layout.grid_column == "1 / -1"  # the outcome spans the row
+    name = panel.rows[0].cells["name"].value
+    assert f'title="{long_name}"' in name and long_name in name
+    # the text columns may shrink (ellipsis); the numbers keep their width
+    assert columns[1].startswith("minmax(") and columns[6] == "max-content"
+    assert "<style>" in header.value and "text-overflow: ellipsis" in header.value
