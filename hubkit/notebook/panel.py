@@ -123,7 +123,7 @@ class PanelRow:
     """The widgets of one source's row (ipywidgets objects, typed ``Any``)."""
 
     source: StatusSource
-    cells: dict[str, Any]  # column key (see ``render.COLUMNS``) -> ``widgets.HTML``
+    cells: dict[str, Any]  # column key (see ``hubkit.status.COLUMNS``) -> ``widgets.HTML``
     buttons: dict[str, Any]  # "force_sync" / "reconnect" -> ``widgets.Button`` (if supported)
     message: Any  # ``widgets.HTML``: outcome of the last button action
     busy: set[str] = dataclasses.field(default_factory=set)
