@@ -51,16 +51,13 @@ pytestmark = [
 ]
 
 CELLS = (
-    "import tempfile\n"
-    "from pathlib import Path\n"
     "import hubkit\n"
     "from hubkit import bybit\n"
     "from hubkit.testing import BybitSimulator\n"
     "\n"
     "sim = BybitSimulator(seed=5, trades_per_second=20).start()\n"
-    "store = Path(tempfile.mkdtemp(prefix='hubkit-browser-')) / 'trades.db'\n"
-    "trades = bybit.open_trades(['BTCUSDT', 'ETHUSDT'], store=str(store),\n"
-    "                           rest_url=sim.rest_url, ws_url=sim.ws_url)",
+    "# the store is the default one, in the test's own HUBKIT_HOME\n"
+    "trades = bybit.open_trades(['BTCUSDT', 'ETHUSDT'], rest_url=sim.rest_url, ws_url=sim.ws_url)",
     "hubkit.status_panel(trades)",
 )
 
@@ -157,9 +154,15 @@ def test_panel_renders_fits_and_acts_in_a_real_browser(lab: Lab, tmp_path: Path)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        # A fresh profile folder: no cookies, cache or settings from any earlier run.
+        browser = p.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
+            viewport={"width": WIDTH, "height": HEIGHT},
+        )
         try:
-            page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
+            page = browser.pages[0] if browser.pages else browser.new_page()
             page.set_default_timeout(WAIT_MS)
             try:
                 check_panel(page, lab, tmp_path)
