@@ -40,7 +40,6 @@ from hubkit.types import (
     OutboxEntry,
     Reconnected,
     ScheduleStatus,
-    SinkStatus,
     Source,
     StreamingConnection,
     SyncContext,
@@ -50,6 +49,13 @@ from hubkit.types import (
 )
 
 if TYPE_CHECKING:
+    from hubkit import bybit as bybit
+    from hubkit import notebook as notebook
+    from hubkit import testing as testing
+    from hubkit._progress import (
+        Progress,
+        progress,
+    )
     from hubkit._api import (
         aload,
         datasets,
@@ -80,10 +86,7 @@ if TYPE_CHECKING:
     )
     from hubkit.notebook import (
         StatusPanel,
-        status_html,
         status_panel,
-        status_table,
-        status_text,
     )
     from hubkit.policies import (
         Bidirectional,
@@ -94,10 +97,6 @@ if TYPE_CHECKING:
         local_wins,
         remote_wins,
     )
-    from hubkit.progress import (
-        Progress,
-        progress,
-    )
     from hubkit.sink import (
         Sink,
         SinkDao,
@@ -105,6 +104,12 @@ if TYPE_CHECKING:
         WriteResult,
         aopen_sink,
         open_sink,
+    )
+    from hubkit.status import (
+        SinkStatus,
+        status_html,
+        status_table,
+        status_text,
     )
     from hubkit.store import (
         Store,
@@ -139,12 +144,13 @@ _LAZY: dict[str, str] = {
     "default_catalog": "hubkit.bybit.datasets",
     "load": "hubkit._api",
     "StatusPanel": "hubkit.notebook",
-    "status_html": "hubkit.notebook",
     "status_panel": "hubkit.notebook",
-    "status_table": "hubkit.notebook",
-    "status_text": "hubkit.notebook",
-    "Progress": "hubkit.progress",
-    "progress": "hubkit.progress",
+    "SinkStatus": "hubkit.status",
+    "status_html": "hubkit.status",
+    "status_table": "hubkit.status",
+    "status_text": "hubkit.status",
+    "Progress": "hubkit._progress",
+    "progress": "hubkit._progress",
     "HttpConnection": "hubkit.connections",
     "JsonRpcConnection": "hubkit.connections",
     "JsonRpcMethods": "hubkit.connections",
@@ -230,6 +236,21 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    # The provider, the testing kit and the notebook surface are subpackages: after a plain
+    # ``import hubkit`` they are reachable as attributes, imported on first use. Importing a
+    # subpackage binds it on this module, so this runs once per name.
+    if name == "bybit":
+        import hubkit.bybit
+
+        return hubkit.bybit
+    if name == "notebook":
+        import hubkit.notebook
+
+        return hubkit.notebook
+    if name == "testing":
+        import hubkit.testing
+
+        return hubkit.testing
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'hubkit' has no attribute {name!r}")
@@ -239,4 +260,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | {"bybit", "notebook", "testing"})

@@ -32,7 +32,6 @@ __all__ = [
     "OutboxEntry",
     "Reconnected",
     "ScheduleStatus",
-    "SinkStatus",
     "Source",
     "StreamEvent",
     "StreamingConnection",
@@ -93,36 +92,6 @@ class Change:
 
 ChangeHandler = Callable[[Change], object]
 ErrorHandler = Callable[["HubkitError"], object]
-
-
-@dataclass(frozen=True)
-class SinkStatus:
-    """A frozen snapshot of a sink's health, for code, reprs and status panels."""
-
-    name: str
-    sync_status: SyncStatus
-    schedule_status: ScheduleStatus
-    connected: bool
-    last_sync: datetime | None  # last successful sync (UTC)
-    rows: int
-    pending_pushes: int
-    reconnects: int
-    last_error: str | None  # full text of the last error handed to the error handler
-    lag: float | None = None  # seconds between the newest remote row's arrival and its own time
-    rate_limit_remaining: int | None = None  # what the remote said is left, if it says
-    closed: bool = False
-
-    def __str__(self) -> str:
-        """A fixed-width text table of this status (for terminals, logs and headless runs)."""
-        from hubkit.notebook.render import status_text
-
-        return status_text(self)
-
-    def _repr_html_(self) -> str:
-        """A small HTML table of this status, shown by Jupyter where no widget renders."""
-        from hubkit.notebook.render import status_html
-
-        return status_html(self)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import re
 import subprocess
 import sys
 import threading
@@ -25,8 +26,8 @@ from hubkit.notebook import (
     status_table,
     status_text,
 )
-from hubkit.notebook.render import short_error
-from hubkit.types import ScheduleStatus, SinkStatus, SyncStatus
+from hubkit.status import SinkStatus, short_error
+from hubkit.types import ScheduleStatus, SyncStatus
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 WAIT = 10.0  # upper bound for conditions that normally hold within milliseconds
@@ -315,7 +316,9 @@ def test_age_of_the_last_sync_ticks(panels: list[StatusPanel], clock: Clock) -> 
     assert "5 min ago" in cell.value
 
 
-def test_long_errors_are_escaped_with_details(panels: list[StatusPanel], clock: Clock) -> None:
+def test_long_errors_are_escaped_with_the_full_text_on_hover(
+    panels: list[StatusPanel], clock: Clock
+) -> None:
     source = FakeSource()
     panel = manual_panel(panels, source, clock=clock)
     source.set(last_error="<img src=x onerror=alert(1)>\n" + "trace " * 40)
@@ -323,7 +326,10 @@ def test_long_errors_are_escaped_with_details(panels: list[StatusPanel], clock: 
     value = panel.rows[0].cells["error"].value
     assert "<img" not in value
     assert "&lt;img src=x onerror=alert(1)&gt;" in value
-    assert "<details>" in value and "trace trace" in value
+    # one line in the row (the first, shortened), the whole text in the hover title
+    shown = value.split(">", 1)[1]
+    assert "trace" not in shown and shown.endswith(" …</span>")
+    assert 'title="&lt;img src=x onerror=alert(1)&gt;\ntrace trace' in value
 
 
 def test_a_failing_status_call_shows_in_its_row(panels: list[StatusPanel], clock: Clock) -> None:
@@ -535,7 +541,7 @@ def test_outside_a_kernel_the_panel_is_text_only() -> None:
 
 def test_importing_hubkit_does_not_import_ipywidgets() -> None:
     code = (
-        "import sys, hubkit, hubkit.notebook, hubkit.progress\n"
+        "import sys, hubkit, hubkit.notebook, hubkit._progress, hubkit.status\n"
         "assert 'ipywidgets' not in sys.modules, 'ipywidgets imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
@@ -544,7 +550,8 @@ def test_importing_hubkit_does_not_import_ipywidgets() -> None:
 def test_a_status_renders_itself_as_text_and_html() -> None:
     from datetime import UTC, datetime
 
-    from hubkit.types import ScheduleStatus, SinkStatus, SyncStatus
+    from hubkit.status import SinkStatus
+    from hubkit.types import ScheduleStatus, SyncStatus
 
     status = SinkStatus(
         name="trades<x>",
@@ -562,3 +569,24 @@ def test_a_status_renders_itself_as_text_and_html() -> None:
     html = status._repr_html_()
     assert "trades&lt;x&gt;" in html and "<table" in html
     assert "SinkStatus(" in repr(status)  # the dataclass repr stays for debugging
+
+
+def test_buttons_come_first_and_long_values_keep_their_full_text_on_hover(
+    panels: list[StatusPanel], clock: Clock
+) -> None:
+    long_name = "bybit_public_trade_linear_with_a_long_name"
+    a, b = FakeSource(long_name), FakeSource("tickers")
+    panel = manual_panel(panels, a, b, clock=clock)
+    header, grid = panel.widget.children
+    columns = re.findall(r"minmax\([^)]*\)|\S+", grid.layout.grid_template_columns)
+    assert len(columns) == 12  # the actions, then the eleven status columns
+    first_row = grid.children[12:25]
+    assert first_row[0].children == tuple(panel.rows[0].buttons.values())
+    assert [c.description for c in first_row[0].children] == ["Sync", "Reconnect"]
+    assert first_row[-1] is panel.rows[0].message
+    assert panel.rows[0].message.layout.grid_column == "1 / -1"  # the outcome spans the row
+    name = panel.rows[0].cells["name"].value
+    assert f'title="{long_name}"' in name and long_name in name
+    # the text columns may shrink (ellipsis); the numbers keep their width
+    assert columns[1].startswith("minmax(") and columns[6] == "max-content"
+    assert "<style>" in header.value and "text-overflow: ellipsis" in header.value

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from hubkit.progress import Progress, _Text, in_jupyter_kernel, progress, resolve_mode
+from hubkit._progress import Progress, _Text, in_jupyter_kernel, progress, resolve_mode
 
 
 class Terminal(io.StringIO):
@@ -205,3 +205,53 @@ def test_kernel_detection(monkeypatch: pytest.MonkeyPatch) -> None:
 
     Shell.kernel = None
     assert not in_jupyter_kernel()  # terminal IPython has no kernel
+
+
+def test_wrapping_an_iterable_counts_each_item_and_closes_at_the_end() -> None:
+    out = io.StringIO()
+    items = ["a", "b", "c"]
+    bar = progress(items, "files", mode="text", file=out)
+    assert len(bar) == 3 and bar.total == 3
+    assert list(bar) == items
+    assert bar.n == 3 and bar.closed
+    assert out.getvalue().splitlines()[-1].startswith("files: 100%|")
+
+
+def test_wrapping_a_generator_takes_total_when_given() -> None:
+    bar = progress((i * i for i in range(4)), total=4, mode="quiet")
+    seen = []
+    for value in bar:
+        seen.append((value, bar.n))
+    # the count moves when the next item is asked for, as tqdm's does
+    assert seen == [(0, 0), (1, 1), (4, 2), (9, 3)]
+    assert bar.n == 4 and bar.total == 4 and bar.closed
+
+
+def test_a_loop_left_early_closes_the_display_without_failure() -> None:
+    out = io.StringIO()
+    bar = progress(range(10), "scan", mode="text", file=out)
+    for value in bar:
+        if value == 2:
+            break
+    # the loop's iterator is released when the loop ends, which closes the display
+    assert bar.closed and bar.n == 2
+    assert "(failed)" not in out.getvalue()
+
+
+def test_an_iterable_that_raises_marks_the_display_failed() -> None:
+    def pages() -> Any:
+        yield 1
+        raise OSError("connection reset")
+
+    out = io.StringIO()
+    bar = progress(pages(), "pages", mode="text", file=out)
+    with pytest.raises(OSError, match="connection reset"):
+        for _ in bar:
+            pass
+    assert bar.closed and bar.n == 1
+    assert out.getvalue().rstrip().endswith("(failed)")
+
+
+def test_the_total_cannot_be_given_twice() -> None:
+    with pytest.raises(TypeError, match="total twice"):
+        progress(5, total=5)

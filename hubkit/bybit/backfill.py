@@ -212,7 +212,7 @@ def _progress_reporter(progress: bool | ProgressFn, desc: str) -> tuple[Progress
         return None, None
     if callable(progress):
         return progress, None
-    from hubkit.progress import progress as make_progress
+    from hubkit._progress import progress as make_progress
 
     bar = make_progress(None, desc)
     last = [0]

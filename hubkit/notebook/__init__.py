@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from hubkit.notebook.panel import PanelRow, StatusPanel, StatusSource, Subscription, status_panel
-from hubkit.notebook.render import (
+from hubkit.status import (
     format_duration,
     humanize_age,
     status_html,

@@ -19,9 +19,15 @@ What it promises:
   ``subscribe`` handler reports a change; wake-ups are coalesced so no more than four
   refreshes happen per second. A widget value is assigned only when it changed, so an idle
   panel sends nothing but the ticking age. The thread never prints.
+- It fits a laptop screen: the *Sync* and *Reconnect* buttons come first in each row, every
+  cell stays on one line, and when the output area is narrow the text columns (sink, sync,
+  schedule, last error) are shortened with an ellipsis, their full text shown on hover.
 - Buttons never block the kernel: the source's ``force_sync()`` / ``reconnect()`` runs in a
   short-lived worker thread (``schedule_sync()`` is used when there is no ``force_sync``), the
-  button is disabled meanwhile, and the outcome (or the error) is shown in the row.
+  button is disabled meanwhile, and the outcome (or the error) is shown under the row.
+- A click is delivered by the kernel, which handles widget messages between cells: while
+  another cell is running, the click waits and takes effect once that cell ends (the panel
+  itself keeps updating meanwhile, from its own thread).
 - The panel stops by itself once every source reports ``closed``; its widgets then stay on
   screen with the final values. ``close()`` stops it and closes the widgets.
 - Where widgets cannot be shown (ipywidgets missing, or not in a Jupyter kernel) the panel is
@@ -43,10 +49,19 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
+from hubkit._progress import in_jupyter_kernel
 from hubkit.errors import ClosedError
-from hubkit.notebook.render import COLUMNS, error_html, row_html, status_html, status_text
-from hubkit.progress import in_jupyter_kernel
-from hubkit.types import ScheduleStatus, SinkStatus, SyncStatus
+from hubkit.status import (
+    COLUMNS,
+    SinkStatus,
+    error_html,
+    row_html,
+    row_text,
+    short_error,
+    status_html,
+    status_text,
+)
+from hubkit.types import ScheduleStatus, SyncStatus
 
 __all__ = ["PanelRow", "StatusPanel", "StatusSource", "Subscription", "status_panel"]
 
@@ -58,6 +73,30 @@ _MIN_GAP = 0.25
 _JOIN_TIMEOUT = 5.0
 
 _ACTIONS = (("force_sync", "Sync", "refresh"), ("reconnect", "Reconnect", "plug"))
+
+# Column headers short enough for a laptop screen; the full header shows on hover.
+_SHORT_HEADERS = {"connected": "conn.", "reconnects": "reconn.", "rate_limit": "rate left"}
+# Text columns that give up width first (shortened with an ellipsis, full text on hover);
+# every other column keeps its content's width.
+_SHRINKING = {"name": "5em", "sync": "5em", "schedule": "5em"}
+_CLASS = "hubkit-status-panel"
+# One stylesheet scoped to the panel's class: cells on one line, shortened with an ellipsis
+# when the output area is narrow, small buttons whose labels are never cut.
+_STYLE = f"""<style>
+.{_CLASS} {{ font-size: 12px; max-width: 100%; }}
+.{_CLASS} .hubkit-cell, .{_CLASS} .hubkit-header {{ min-width: 0; overflow: hidden; margin: 0; }}
+.{_CLASS} .hubkit-cell .widget-html-content, .{_CLASS} .hubkit-header .widget-html-content {{
+  min-width: 0; overflow: hidden; white-space: nowrap; text-overflow: ellipsis;
+  line-height: 22px; height: 22px; font-size: 12px;
+}}
+.{_CLASS} .hubkit-actions {{ margin: 0; flex-wrap: nowrap; }}
+.{_CLASS} .hubkit-actions .jupyter-button {{
+  width: auto; min-width: max-content; flex: 0 0 auto; overflow: visible;
+  height: 22px; line-height: 20px; padding: 0 8px; margin: 0 4px 0 0; font-size: 12px;
+}}
+.{_CLASS} .hubkit-message {{ margin: 0; }}
+.{_CLASS} .hubkit-message .widget-html-content {{ line-height: 18px; font-size: 12px; }}
+</style>"""
 
 
 class Subscription(Protocol):
@@ -84,7 +123,7 @@ class PanelRow:
     """The widgets of one source's row (ipywidgets objects, typed ``Any``)."""
 
     source: StatusSource
-    cells: dict[str, Any]  # column key (see ``render.COLUMNS``) -> ``widgets.HTML``
+    cells: dict[str, Any]  # column key (see ``hubkit.status.COLUMNS``) -> ``widgets.HTML``
     buttons: dict[str, Any]  # "force_sync" / "reconnect" -> ``widgets.Button`` (if supported)
     message: Any  # ``widgets.HTML``: outcome of the last button action
     busy: set[str] = dataclasses.field(default_factory=set)
@@ -233,7 +272,7 @@ class StatusPanel:
                 return 0
             sent = 0
             for row, status in zip(self._rows, statuses, strict=True):
-                for key, value in row_html(status, now).items():
+                for key, value in _cells_html(status, now).items():
                     sent += _assign(row.cells[key], "value", value)
                 for action, button in row.buttons.items():
                     sent += _assign(button, "disabled", status.closed or action in row.busy)
@@ -380,14 +419,23 @@ class StatusPanel:
             return w
 
         self._header = make(widgets.HTML, value="")
-        grid_children: list[Any] = [
-            make(widgets.HTML, value=f"<b>{html.escape(header)}</b>") for _, header in COLUMNS
-        ]
-        grid_children.append(make(widgets.HTML, value=""))
+        header_cells: list[Any] = [make(widgets.HTML, value="")]  # above the buttons
+        for key, header in COLUMNS:
+            short = _SHORT_HEADERS.get(key, header)
+            label = f'<b title="{html.escape(header)}">{html.escape(short)}</b>'
+            header_cells.append(make(widgets.HTML, value=label))
+        for cell in header_cells:
+            cell.add_class("hubkit-header")
+        grid_children: list[Any] = list(header_cells)
         rows: list[PanelRow] = []
         for source in self._sources:
             cells = {key: make(widgets.HTML, value="") for key, _ in COLUMNS}
-            message = make(widgets.HTML, value="")
+            for key, cell in cells.items():
+                cell.add_class("hubkit-cell")
+                cell.add_class(f"hubkit-cell-{key}")
+            # The outcome of a click spans the whole width under its row.
+            message = make(widgets.HTML, value="", layout=widgets.Layout(grid_column="1 / -1"))
+            message.add_class("hubkit-message")
             buttons: dict[str, Any] = {}
             for action, label, icon in _ACTIONS:
                 fn = self._action(source, action)
@@ -397,26 +445,34 @@ class StatusPanel:
                     widgets.Button,
                     description=label,
                     icon=icon,
-                    tooltip=f"{label} now (runs in the background)",
+                    tooltip=f"{label} now (runs in the background; waits while a cell runs)",
                     layout=widgets.Layout(width="auto"),
                 )
                 buttons[action] = button
             row = PanelRow(source=source, cells=cells, buttons=buttons, message=message)
             for action, button in buttons.items():
                 button.on_click(self._click_handler(row, action))
-            actions = make(widgets.HBox, [*buttons.values(), message])
-            grid_children.extend([*(cells[key] for key, _ in COLUMNS), actions])
+            actions = make(widgets.HBox, list(buttons.values()))
+            actions.add_class("hubkit-actions")
+            grid_children.extend([actions, *(cells[key] for key, _ in COLUMNS), message])
             rows.append(row)
-        columns = ["auto"] * (len(COLUMNS) + 1)
-        columns[[key for key, _ in COLUMNS].index("error")] = "minmax(10em, 1fr)"
+        columns = ["max-content"]
+        for key, _ in COLUMNS:
+            least = _SHRINKING.get(key)
+            columns.append("max-content" if least is None else f"minmax({least}, max-content)")
+        columns[1 + [key for key, _ in COLUMNS].index("error")] = "minmax(6em, 1fr)"
         grid = make(
             widgets.GridBox,
             grid_children,
             layout=widgets.Layout(
-                grid_template_columns=" ".join(columns), grid_gap="2px 14px", align_items="center"
+                grid_template_columns=" ".join(columns),
+                grid_gap="0 6px",
+                align_items="center",
+                width="100%",
             ),
         )
-        self._root = make(widgets.VBox, [self._header, grid])
+        self._root = make(widgets.VBox, [self._header, grid], layout=widgets.Layout(width="100%"))
+        self._root.add_class(_CLASS)
         self._rows = tuple(rows)
 
     def _header_html(self, statuses: Sequence[SinkStatus]) -> str:
@@ -431,7 +487,8 @@ class StatusPanel:
             parts.append(f"{errors} with errors")
         if self._stopped:
             parts.append("stopped: all sinks closed")
-        return f"<b>{html.escape(self._title)}</b> · " + html.escape(" · ".join(parts))
+        summary = f"<b>{html.escape(self._title)}</b> · " + html.escape(" · ".join(parts))
+        return _STYLE + summary
 
     # -- buttons --------------------------------------------------------------------------
 
@@ -482,6 +539,23 @@ class StatusPanel:
             closed = index < len(self._statuses) and self._statuses[index].closed
             row.buttons[action].disabled = closed
         self._wake.set()
+
+
+def _cells_html(status: SinkStatus, now: datetime) -> dict[str, str]:
+    """The panel's cells: ``row_html``, with the full text on hover where a cell may be cut.
+
+    The last error shows its first line (the full text on hover) rather than the toggle of
+    the static HTML table, so the row keeps its height.
+    """
+    cells = row_html(status, now)
+    texts = row_text(status, now)
+    for key in _SHRINKING:
+        cells[key] = f'<span title="{html.escape(texts[key])}">{cells[key]}</span>'
+    if status.last_error:
+        full = html.escape(status.last_error.strip())
+        short = html.escape(short_error(status.last_error))
+        cells["error"] = f'<span style="color:#c62828" title="{full}">{short}</span>'
+    return cells
 
 
 def _ipywidgets_importable() -> bool:

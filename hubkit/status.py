@@ -1,8 +1,10 @@
-"""Text, HTML and DataFrame renderings of ``SinkStatus`` snapshots (no widgets involved).
+"""``SinkStatus``, a sink's health snapshot, and its text, HTML and DataFrame renderings.
 
-Everything here is a pure function of the statuses and a clock reading, so the same cells
-are shown by the live widget panel, by ``_repr_html_``/``__repr__`` in headless runs, and by
-``hubkit status`` on a terminal::
+This module stands below the notebook layer and involves no widgets, so a sink, the command
+line and the notebook panel all render statuses through it. Everything here is a pure
+function of the statuses and a clock reading, so the same cells are shown by the live widget
+panel, by ``_repr_html_``/``__repr__`` in headless runs, and by ``hubkit status`` on a
+terminal::
 
     print(status_text(sink.status()))
     IPython.display.HTML(status_html([a.status(), b.status()]))
@@ -16,15 +18,17 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
 
 import polars as pl
 
-from hubkit.types import SinkStatus, SyncStatus
+from hubkit.types import ScheduleStatus, SyncStatus
 
 __all__ = [
     "COLUMNS",
+    "SinkStatus",
     "error_html",
     "format_duration",
     "humanize_age",
@@ -35,6 +39,33 @@ __all__ = [
     "status_table",
     "status_text",
 ]
+
+
+@dataclass(frozen=True)
+class SinkStatus:
+    """A frozen snapshot of a sink's health, for code, reprs and status panels."""
+
+    name: str
+    sync_status: SyncStatus
+    schedule_status: ScheduleStatus
+    connected: bool
+    last_sync: datetime | None  # last successful sync (UTC)
+    rows: int
+    pending_pushes: int
+    reconnects: int
+    last_error: str | None  # full text of the last error handed to the error handler
+    lag: float | None = None  # seconds between the newest remote row's arrival and its own time
+    rate_limit_remaining: int | None = None  # what the remote said is left, if it says
+    closed: bool = False
+
+    def __str__(self) -> str:
+        """A fixed-width text table of this status (for terminals, logs and headless runs)."""
+        return status_text(self)
+
+    def _repr_html_(self) -> str:
+        """A small HTML table of this status, shown by Jupyter where no widget renders."""
+        return status_html(self)
+
 
 # (key, header) of every column, in display order. The widget panel adds an actions column.
 COLUMNS: tuple[tuple[str, str], ...] = (

@@ -1,11 +1,29 @@
 """Progress reporting for long work that picks its display from where it runs.
 
-Call it as a context manager and update it from any thread::
+Wrap an iterable as tqdm does, or use a bar as a context manager and update it from any
+thread::
+
+    for page in hubkit.progress(pages, "backfill trades"):   # total = len(pages) if it has one
+        ...
 
     with hubkit.progress(total=len(pages), desc="backfill trades") as bar:
         for page in pages:
             ...
             bar.update(len(page))       # thread-safe; redraws are throttled
+
+Long operations that report progress (``hubkit.bybit.backfill_klines``, the ``"klines"``
+dataset) take ``progress=``: ``True`` for a hubkit display, ``False`` for none, or a callable
+``progress(done, total)`` (``total`` may be None while unknown). To drive a tqdm bar instead,
+pass a callable that moves it::
+
+    from tqdm.auto import tqdm
+
+    with tqdm(unit="candle") as bar:
+        def report(done: int, total: int | None) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        bybit.backfill_klines("BTCUSDT", "60", "2024-01-01", "2024-01-08", progress=report)
 
 Display modes (``mode=``):
 
@@ -29,11 +47,20 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sized
 from types import TracebackType
-from typing import Any, Literal, Protocol, TextIO
+from typing import Any, Generic, Literal, Protocol, TextIO, TypeVar, overload
 
-__all__ = ["Progress", "ProgressMode", "in_jupyter_kernel", "progress", "resolve_mode"]
+__all__ = [
+    "Progress",
+    "ProgressIterable",
+    "ProgressMode",
+    "in_jupyter_kernel",
+    "progress",
+    "resolve_mode",
+]
+
+T = TypeVar("T")
 
 ProgressMode = Literal["auto", "widget", "text", "quiet"]
 
@@ -344,18 +371,87 @@ class Progress:
         return f"<Progress {_line(self.desc, self._n, self._total, self._elapsed())}>"
 
 
+class ProgressIterable(Progress, Generic[T]):
+    """A ``Progress`` that counts the items of an iterable as they are taken, as tqdm does.
+
+    Iterating it yields the items unchanged and counts one per item; the display closes when
+    the iterable is exhausted (or marked failed when the iterable raises), and when a loop
+    that left early lets go of the iterator. It is also a context manager, which closes it
+    at the end of the block. Iterate it once.
+    """
+
+    def __init__(self, iterable: Iterable[T], total: int | None, desc: str, **kwargs: Any) -> None:
+        if total is None and isinstance(iterable, Sized):
+            total = len(iterable)
+        super().__init__(total, desc, **kwargs)
+        self._iterable = iterable
+
+    def __iter__(self) -> Iterator[T]:
+        try:
+            for item in self._iterable:
+                yield item
+                self.update(1)
+        except GeneratorExit:  # the loop stopped early: what was done is the result
+            self.close()
+            raise
+        except BaseException:
+            self.close(failed=True)
+            raise
+        self.close()
+
+    def __len__(self) -> int:
+        if self.total is None:
+            raise TypeError("this progress has no known total")
+        return self.total
+
+
+@overload
 def progress(
-    total: int | None = None,
+    iterable: int | None = None,
     desc: str = "",
+    total: int | None = None,
     *,
     mode: ProgressMode = "auto",
     file: TextIO | None = None,
     min_interval: float = 0.2,
-) -> Progress:
-    """A ``Progress`` for ``total`` units of work (``None`` if unknown), labelled ``desc``.
+) -> Progress: ...
+
+
+@overload
+def progress(
+    iterable: Iterable[T],
+    desc: str = "",
+    total: int | None = None,
+    *,
+    mode: ProgressMode = "auto",
+    file: TextIO | None = None,
+    min_interval: float = 0.2,
+) -> ProgressIterable[T]: ...
+
+
+def progress(
+    iterable: Iterable[T] | int | None = None,
+    desc: str = "",
+    total: int | None = None,
+    *,
+    mode: ProgressMode = "auto",
+    file: TextIO | None = None,
+    min_interval: float = 0.2,
+) -> Progress | ProgressIterable[T]:
+    """A progress display for ``total`` units of work, labelled ``desc``; tqdm's argument order.
+
+    - ``progress(items, "desc")``: a ``ProgressIterable`` to loop over; it counts one per
+      item and its total is ``len(items)`` when ``items`` has a length (or ``total=``);
+    - ``progress(total=n, desc="...")`` or ``progress(n, "...")``: a ``Progress`` to
+      ``update()`` yourself (``None``: total unknown).
 
     See the module docstring for how ``mode`` is chosen. ``file`` is where text mode writes
     (default ``sys.stderr``); passing one also steers ``"auto"`` by whether it is a terminal.
     Redraws happen at most every ``min_interval`` seconds.
     """
-    return Progress(total, desc, mode=mode, file=file, min_interval=min_interval)
+    options: dict[str, Any] = {"mode": mode, "file": file, "min_interval": min_interval}
+    if iterable is None or isinstance(iterable, int):
+        if iterable is not None and total is not None:
+            raise TypeError("progress() got the total twice: as its first argument and total=")
+        return Progress(total if iterable is None else iterable, desc, **options)
+    return ProgressIterable(iterable, total, desc, **options)
