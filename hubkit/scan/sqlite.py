@@ -113,6 +113,8 @@ class SqliteBatches:
     def __call__(self, stmt: sa.Select[Any], batch_rows: int) -> Iterator[Any]:
         import adbc_driver_sqlite.dbapi as dbapi  # ~1 s to import: only when a scan reads
 
+        if not Path(self.path).is_file():  # connecting would create an empty database
+            raise StoreError(f"no SQLite database at {self.path!r}")
         try:
             conn = dbapi.connect(self.path, autocommit=True)
         except dbapi.Error as exc:

@@ -1,0 +1,182 @@
+"""Polars filter -> SQL WHERE: what is pushed, what is left to Polars, and exactness."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import polars as pl
+import pytest
+import sqlalchemy as sa
+
+from hubkit.scan import Pushdown, compile_sqlite, default_rules, translate
+
+SCHEMA = pl.Schema(
+    {
+        "symbol": pl.String,
+        "price": pl.Float64,
+        "qty": pl.Int64,
+        "time": pl.Datetime("us", "UTC"),
+        "day": pl.Date,
+        "block": pl.Boolean,
+        "side": pl.Enum(["Buy", "Sell"]),
+        "fee": pl.Decimal(20, 4),
+    }
+)
+TABLE = sa.Table(
+    "trades",
+    sa.MetaData(),
+    sa.Column("symbol", sa.Text),
+    sa.Column("price", sa.Double),
+    sa.Column("qty", sa.BigInteger),
+    sa.Column("time", sa.BigInteger),
+    sa.Column("day", sa.Text),
+    sa.Column("block", sa.Boolean),
+    sa.Column("side", sa.Text),
+    sa.Column("fee", sa.Text),
+)
+RULES = default_rules(SCHEMA)
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+T0_US = 1_704_067_200_000_000
+
+
+def where(expr: pl.Expr) -> tuple[str | None, tuple[object, ...], bool]:
+    """(WHERE text, parameters, exact) of ``expr``'s pushdown."""
+    pushed = translate(expr, TABLE, RULES)
+    if pushed.where is None:
+        return None, (), pushed.exact
+    sql, params = compile_sqlite(sa.select(TABLE.c.symbol).where(pushed.where))
+    return sql.split("WHERE ", 1)[1], params, pushed.exact
+
+
+def test_symbol_and_time_range_push_whole_and_exact() -> None:
+    expr = (pl.col("symbol") == "BTCUSDT") & pl.col("time").is_between(
+        T0, datetime(2024, 1, 1, 0, 1, tzinfo=UTC)
+    )
+    assert where(expr) == (
+        "trades.symbol = ? AND trades.time >= ? AND trades.time <= ?",
+        ("BTCUSDT", T0_US, T0_US + 60_000_000),
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("expr", "sql", "params"),
+    [
+        (pl.col("qty") != 3, "trades.qty != ?", (3,)),
+        (pl.col("price") < 1.5, "trades.price < ?", (1.5,)),
+        (pl.col("price") >= 2, "trades.price >= ?", (2,)),
+        (pl.lit(5) < pl.col("qty"), "trades.qty > ?", (5,)),  # literal on the left: flipped
+        (pl.col("day") <= date(2024, 2, 3), "trades.day <= ?", ("2024-02-03",)),
+        (pl.col("block"), "trades.block = ?", (1,)),
+        (~pl.col("block"), "trades.block = ?", (0,)),
+        (pl.col("side") == "Buy", "trades.side = ?", ("Buy",)),
+        (pl.col("symbol").is_null(), "trades.symbol IS NULL", ()),
+        (pl.col("symbol").is_not_null(), "trades.symbol IS NOT NULL", ()),
+        (~pl.col("symbol").is_null(), "trades.symbol IS NOT NULL", ()),
+        (pl.col("qty").is_in([1, 2]), "trades.qty IN (?, ?)", (1, 2)),
+        (~pl.col("qty").is_in([1, 2]), "(trades.qty NOT IN (?, ?))", (1, 2)),
+        (
+            pl.col("qty").is_between(1, 9, closed="none"),
+            "trades.qty > ? AND trades.qty < ?",
+            (1, 9),
+        ),
+        (
+            ~pl.col("qty").is_between(1, 9),
+            "trades.qty < ? OR trades.qty > ?",
+            (1, 9),
+        ),
+        (~(pl.col("qty") < 4), "trades.qty >= ?", (4,)),
+        (
+            (pl.col("qty") == 1) | (pl.col("symbol") == "A"),
+            "trades.qty = ? OR trades.symbol = ?",
+            (1, "A"),
+        ),
+        (
+            ~((pl.col("qty") == 1) & (pl.col("symbol") == "A")),
+            "trades.qty != ? OR trades.symbol != ?",
+            (1, "A"),
+        ),
+    ],
+)
+def test_exact_translations(expr: pl.Expr, sql: str, params: tuple[object, ...]) -> None:
+    assert where(expr) == (sql, params, True)
+
+
+def test_the_pushable_side_of_an_and_is_pushed_alone_and_is_not_exact() -> None:
+    expr = (pl.col("qty") > 3) & pl.col("symbol").str.starts_with("BTC")
+    assert where(expr) == ("trades.qty > ?", (3,), False)
+
+
+def test_an_or_with_an_unpushable_side_is_not_pushed() -> None:
+    assert where((pl.col("qty") > 3) | pl.col("symbol").str.starts_with("BTC"))[0] is None
+
+
+def test_the_negation_of_a_partly_pushable_and_is_not_pushed() -> None:
+    # ~(a & x) keeps rows where a is false OR x is false: a alone does not bound it.
+    assert where(~((pl.col("qty") > 3) & pl.col("symbol").str.starts_with("B")))[0] is None
+
+
+def test_the_negation_of_a_partly_pushable_or_pushes_the_known_side() -> None:
+    # ~(a | x) keeps rows where both are false, so where a is false.
+    expr = ~((pl.col("qty") > 3) | pl.col("symbol").str.starts_with("B"))
+    assert where(expr) == ("trades.qty <= ?", (3,), False)
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        pl.col("fee") == Decimal("0.1"),  # decimals are text: equal numbers, different text
+        pl.col("side") < "Sell",  # enum order is the category order, not the text's
+        pl.col("time") > datetime(2024, 1, 1),  # naive literal against an aware column
+        pl.col("qty") > pl.col("price"),  # two columns
+        (pl.col("qty") + 1) > 3,  # arithmetic
+        pl.col("qty") == pl.lit(None, pl.Int64),  # a comparison with null is never true
+        pl.col("missing") == 1,  # not a column of the table
+    ],
+)
+def test_unpushable_filters_are_left_to_polars(expr: pl.Expr) -> None:
+    assert translate(expr, TABLE, RULES) == Pushdown(None, exact=False)
+
+
+def test_is_in_with_null_follows_nulls_equal() -> None:
+    assert where(pl.col("symbol").is_in(["A", None])) == ("trades.symbol IN (?)", ("A",), True)
+    assert where(pl.col("symbol").is_in(["A", None], nulls_equal=True)) == (
+        "trades.symbol IN (?) OR trades.symbol IS NULL",
+        ("A",),
+        True,
+    )
+    assert where(~pl.col("symbol").is_in(["A"], nulls_equal=True)) == (
+        "(trades.symbol NOT IN (?)) OR trades.symbol IS NULL",
+        ("A",),
+        True,
+    )
+
+
+def test_a_long_is_in_list_on_an_ordered_column_is_bounded_by_its_range() -> None:
+    values = list(range(10, 5_010))
+    assert where(pl.col("qty").is_in(values)) == (
+        "trades.qty BETWEEN ? AND ?",
+        (10, 5_009),
+        False,
+    )
+    assert where(pl.col("side").is_in(["Buy"] * 2_000))[0] is None
+
+
+def test_rules_decide_which_columns_push() -> None:
+    rules = default_rules(SCHEMA)
+    only_symbol = type(rules)(encode=rules.encode, compare={"symbol": "equality"})
+    expr = (pl.col("symbol") == "A") & (pl.col("qty") == 1) & (pl.col("symbol") > "B")
+    pushed = translate(expr, TABLE, only_symbol)
+    assert pushed.where is not None and not pushed.exact
+    assert compile_sqlite(sa.select(TABLE.c.qty).where(pushed.where))[1] == ("A",)
+
+
+def test_a_literal_the_encoder_refuses_is_left_to_polars() -> None:
+    def encode(name: str, value: object) -> object:
+        raise ValueError(f"cannot store {value!r} in {name}")
+
+    rules = type(RULES)(encode=encode, compare=RULES.compare)
+    pushed = translate((pl.col("qty") == 1) & pl.col("symbol").is_null(), TABLE, rules)
+    assert pushed.where is not None and not pushed.exact
+    assert "IS NULL" in compile_sqlite(sa.select(TABLE.c.qty).where(pushed.where))[0]
