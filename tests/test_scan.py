@@ -116,14 +116,14 @@ def write_table(path: Path, table: sa.Table, frame: pl.DataFrame, *, index: bool
 class Counting:
     """A BatchReader that records the SQL it ran and the rows and batches it fetched."""
 
-    inner: Callable[[sa.Select[Any], int], Iterator[Any]]
+    inner: Callable[[ReadPlan, int], Iterator[Any]]
     rows: int = 0
     batches: list[int] = field(default_factory=list)
     statements: list[sa.Select[Any]] = field(default_factory=list)
 
-    def __call__(self, stmt: sa.Select[Any], batch_rows: int) -> Iterator[Any]:
-        self.statements.append(stmt)
-        for batch in self.inner(stmt, batch_rows):
+    def __call__(self, plan: ReadPlan, batch_rows: int) -> Iterator[Any]:
+        self.statements.append(plan.statement)
+        for batch in self.inner(plan, batch_rows):
             self.rows += batch.num_rows
             self.batches.append(batch.num_rows)
             yield batch

@@ -136,7 +136,7 @@ def test_the_negation_of_a_partly_pushable_or_pushes_the_known_side() -> None:
     ],
 )
 def test_unpushable_filters_are_left_to_polars(expr: pl.Expr) -> None:
-    assert translate(expr, TABLE, RULES) == Pushdown(None, exact=False)
+    assert translate(expr, TABLE, RULES) == Pushdown(None, exact=False, table=TABLE)
 
 
 def test_is_in_with_null_follows_nulls_equal() -> None:

@@ -1,7 +1,8 @@
 """Polars predicate -> SQL WHERE clause: the part of a filter a database can apply.
 
 ``translate(predicate, table, rules)`` walks a Polars boolean expression and returns a
-``Pushdown``: a SQLAlchemy clause over ``table``'s columns and whether it is exact. No I/O.
+``Pushdown``: a condition over ``table``'s columns (``hubkit.scan.condition``), its
+SQLAlchemy clause, and whether it is exact. No I/O.
 
 What is translated (a column on one side, a literal on the other):
 
@@ -36,9 +37,10 @@ from __future__ import annotations
 
 import io
 import json
-import operator
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 from typing import Any, Final, Literal
 
 import polars as pl
@@ -46,6 +48,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql import ColumnElement
 
 from hubkit.errors import HubkitError
+from hubkit.scan.condition import Condition, clause, shape
 
 __all__ = ["ColumnRules", "Comparability", "Encoder", "Pushdown", "translate"]
 
@@ -55,14 +58,15 @@ Comparability = Literal["order", "equality"]
 Encoder = Callable[[str, Any], Any]
 """``encode(column_name, python_value) -> stored value`` (raise to refuse a value)."""
 
-# SQL that keeps the rows where a comparison is true / false (non-null operands).
-_OPS: Final[dict[str, tuple[Callable[[Any, Any], Any], Callable[[Any, Any], Any]]]] = {
-    "Eq": (operator.eq, operator.ne),
-    "NotEq": (operator.ne, operator.eq),
-    "Lt": (operator.lt, operator.ge),
-    "LtEq": (operator.le, operator.gt),
-    "Gt": (operator.gt, operator.le),
-    "GtEq": (operator.ge, operator.lt),
+# Polars operator -> the condition keeping rows where it is true / where it is false
+# (operands non-null).
+_OPS: Final = {
+    "Eq": ("eq", "ne"),
+    "NotEq": ("ne", "eq"),
+    "Lt": ("lt", "ge"),
+    "LtEq": ("le", "gt"),
+    "Gt": ("gt", "le"),
+    "GtEq": ("ge", "lt"),
 }
 # `lit op col` is `col flipped(op) lit`.
 _FLIPPED: Final = {
@@ -79,6 +83,10 @@ _OR: Final = frozenset({"Or", "LogicalOr"})
 # More IN values than this are pushed as a range (ordered columns) or not at all: SQLite
 # caps the bound parameters of one statement.
 MAX_IN_VALUES: Final = 1_000
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_DATE: Final = date(1970, 1, 1)
+_US_PER: Final = {"Microseconds": 1, "Milliseconds": 1_000}
 
 
 @dataclass(frozen=True)
@@ -97,32 +105,51 @@ class ColumnRules:
 
 @dataclass(frozen=True)
 class Pushdown:
-    """A WHERE clause that keeps a superset of the predicate's rows (None: no clause).
+    """A condition that keeps a superset of the predicate's rows (None: no condition).
 
-    ``exact``: the clause keeps exactly the rows the predicate keeps.
+    ``exact``: it keeps exactly the rows the predicate keeps. ``where``: its SQLAlchemy
+    clause over ``table`` (values bound as ``p0, p1, ...``); ``params``: those values;
+    ``shape``: the condition without its values (equal shapes compile to equal SQL).
     """
 
-    where: ColumnElement[bool] | None
+    condition: Condition | None
     exact: bool
+    table: sa.Table = field(repr=False, compare=False)
+
+    @cached_property
+    def _built(self) -> tuple[ColumnElement[bool] | None, dict[str, Any]]:
+        if self.condition is None:
+            return None, {}
+        return clause(self.condition, self.table)
+
+    @property
+    def where(self) -> ColumnElement[bool] | None:
+        return self._built[0]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self._built[1]
+
+    @property
+    def shape(self) -> Hashable:
+        return None if self.condition is None else shape(self.condition)
 
 
 class _Unpushable(Exception):
     """A node (or literal) that has no safe SQL form."""
 
 
-@dataclass(frozen=True)
-class _Clause:
-    sql: ColumnElement[bool]
-    exact: bool
+# A condition and whether it is exact.
+_Part = tuple[Condition, bool]
 
 
 def translate(predicate: pl.Expr, table: sa.Table, rules: ColumnRules) -> Pushdown:
-    """The SQL clause for ``predicate`` over ``table`` (see the module docstring)."""
+    """The pushable condition of ``predicate`` over ``table`` (see the module docstring)."""
     tree = json.loads(predicate.meta.serialize(format="json"))
-    clause = _Translator(table, rules).clause(tree, want=True)
-    if clause is None:
-        return Pushdown(None, exact=False)
-    return Pushdown(clause.sql, clause.exact)
+    part = _Translator(table, rules).part(tree, want=True)
+    if part is None:
+        return Pushdown(None, exact=False, table=table)
+    return Pushdown(part[0], exact=part[1], table=table)
 
 
 class _Translator:
@@ -130,14 +157,14 @@ class _Translator:
         self.table = table
         self.rules = rules
 
-    # A clause for "rows where the node evaluates to `want`"; None when none is safe.
-    def clause(self, node: Any, *, want: bool) -> _Clause | None:
+    # A condition for "rows where the node evaluates to `want`"; None when none is safe.
+    def part(self, node: Any, *, want: bool) -> _Part | None:
         try:
-            return self._clause(node, want)
+            return self._part(node, want)
         except _Unpushable:
             return None
 
-    def _clause(self, node: Any, want: bool) -> _Clause | None:
+    def _part(self, node: Any, want: bool) -> _Part | None:
         if not isinstance(node, dict) or len(node) != 1:
             raise _Unpushable
         ((kind, body),) = node.items()
@@ -151,30 +178,30 @@ class _Translator:
         if kind == "Column":
             # A Boolean column used as a predicate.
             name = self._column(node)
-            return _Clause(self.table.c[name] == self._encode(name, want, "equality"), True)
+            return ("cmp", name, "eq", self._encode(name, want, "equality")), True
         if kind == "Literal":
             value = _literal_values(node)
             if len(value) != 1 or not isinstance(value[0], bool | None):
                 raise _Unpushable
             # A constant: every row or no row has the value `want`.
-            return _Clause(sa.true() if value[0] is want else sa.false(), True)
+            return ("const", value[0] is want), True
         raise _Unpushable
 
-    def _logical(self, is_and: bool, left: Any, right: Any, want: bool) -> _Clause | None:
-        a, b = self.clause(left, want=want), self.clause(right, want=want)
+    def _logical(self, is_and: bool, left: Any, right: Any, want: bool) -> _Part | None:
+        a, b = self.part(left, want=want), self.part(right, want=want)
         # "all of them": AND wanted true, or OR wanted false; either side alone is a superset.
         if is_and == want:
-            parts = [c for c in (a, b) if c is not None]
+            parts = [p for p in (a, b) if p is not None]
             if not parts:
                 return None
-            exact = a is not None and b is not None and a.exact and b.exact
-            return _Clause(sa.and_(*(c.sql for c in parts)), exact)
+            exact = a is not None and b is not None and a[1] and b[1]
+            return ("and", tuple(p[0] for p in parts)), exact
         # "any of them": both sides must be bounded.
         if a is None or b is None:
             return None
-        return _Clause(sa.or_(a.sql, b.sql), a.exact and b.exact)
+        return ("or", (a[0], b[0])), a[1] and b[1]
 
-    def _comparison(self, op: str, left: Any, right: Any, want: bool) -> _Clause:
+    def _comparison(self, op: str, left: Any, right: Any, want: bool) -> _Part:
         if op not in _OPS:
             raise _Unpushable
         if _is_literal(left) and not _is_literal(right):
@@ -185,31 +212,28 @@ class _Translator:
         if len(values) != 1 or values[0] is None:
             raise _Unpushable  # a comparison with null is never true
         stored = self._encode(name, values[0], need)
-        compare = _OPS[op][0 if want else 1]
-        return _Clause(compare(self.table.c[name], stored), True)
+        return ("cmp", name, _OPS[op][0 if want else 1], stored), True
 
-    def _function(self, function: Any, inputs: list[Any], want: bool) -> _Clause | None:
+    def _function(self, function: Any, inputs: list[Any], want: bool) -> _Part | None:
         if not (isinstance(function, dict) and set(function) == {"Boolean"}):
             raise _Unpushable
         fn = function["Boolean"]
         if fn == "Not":
             (inner,) = inputs
-            return self.clause(inner, want=not want)
+            return self.part(inner, want=not want)
         if fn in ("IsNull", "IsNotNull"):
             (inner,) = inputs
-            col = self.table.c[self._column(inner)]
-            null_wanted = (fn == "IsNull") == want
-            return _Clause(col.is_(None) if null_wanted else col.is_not(None), True)
+            name = self._column(inner)
+            return ("is_null" if (fn == "IsNull") == want else "not_null", name), True
         if isinstance(fn, dict) and "IsIn" in fn:
             return self._is_in(inputs, bool(fn["IsIn"].get("nulls_equal")), want)
         if isinstance(fn, dict) and "IsBetween" in fn:
             return self._is_between(inputs, str(fn["IsBetween"]["closed"]), want)
         raise _Unpushable
 
-    def _is_in(self, inputs: list[Any], nulls_equal: bool, want: bool) -> _Clause:
+    def _is_in(self, inputs: list[Any], nulls_equal: bool, want: bool) -> _Part:
         column, listed = inputs
         name = self._column(column)
-        col = self.table.c[name]
         values = _literal_values(listed)
         if len(values) == 1 and isinstance(values[0], list):
             values = values[0]  # a list literal arrives as one list-typed scalar
@@ -217,43 +241,42 @@ class _Translator:
         present = [v for v in values if v is not None]
         # A null column value: null when not nulls_equal, else whether None was listed.
         null_is_want = nulls_equal and has_null == want
+        cond: Condition
         if len(present) > MAX_IN_VALUES:
             if not want or self.rules.compare.get(name) != "order":
                 raise _Unpushable
             low, high = min(present), max(present)
-            sql: ColumnElement[bool] = col.between(
-                self._encode(name, low, "order"), self._encode(name, high, "order")
-            )
-            exact = False
+            lo, hi = self._encode(name, low, "order"), self._encode(name, high, "order")
+            cond, exact = ("between", name, lo, hi), False
         elif not present:
             # Nothing listed: no value is in it, every non-null value is not.
-            sql, exact = (sa.false() if want else col.is_not(None)), True
+            cond, exact = (("const", False) if want else ("not_null", name)), True
         else:
-            stored = [self._encode(name, v, "equality") for v in present]
-            sql = col.in_(stored) if want else col.not_in(stored)
-            exact = True
+            stored = tuple(self._encode(name, v, "equality") for v in present)
+            cond, exact = ("in" if want else "not_in", name, stored), True
         if null_is_want:
-            sql = sa.or_(sql, col.is_(None))
-        return _Clause(sql, exact)
+            cond = ("or", (cond, ("is_null", name)))
+        return cond, exact
 
-    def _is_between(self, inputs: list[Any], closed: str, want: bool) -> _Clause:
+    def _is_between(self, inputs: list[Any], closed: str, want: bool) -> _Part:
         column, low_node, high_node = inputs
         name = self._column(column)
-        col = self.table.c[name]
         (low,), (high,) = _literal_values(low_node), _literal_values(high_node)
-        if low is None or high is None:
+        if low is None or high is None or closed not in ("Both", "Left", "Right", "None"):
             raise _Unpushable
         lo, hi = self._encode(name, low, "order"), self._encode(name, high, "order")
         lo_in, hi_in = closed in ("Both", "Left"), closed in ("Both", "Right")
-        if closed not in ("Both", "Left", "Right", "None"):
-            raise _Unpushable
         if want:
-            return _Clause(
-                sa.and_(col >= lo if lo_in else col > lo, col <= hi if hi_in else col < hi), True
+            inside = (
+                ("cmp", name, "ge" if lo_in else "gt", lo),
+                ("cmp", name, "le" if hi_in else "lt", hi),
             )
-        return _Clause(
-            sa.or_(col < lo if lo_in else col <= lo, col > hi if hi_in else col >= hi), True
+            return ("and", inside), True
+        outside = (
+            ("cmp", name, "lt" if lo_in else "le", lo),
+            ("cmp", name, "gt" if hi_in else "ge", hi),
         )
+        return ("or", outside), True
 
     def _column(self, node: Any) -> str:
         if not (isinstance(node, dict) and set(node) == {"Column"}):
@@ -271,34 +294,52 @@ class _Translator:
             stored = self.rules.encode(name, value)
         except (ValueError, TypeError, ArithmeticError, HubkitError) as exc:
             raise _Unpushable from exc
-        if stored is None:
-            raise _Unpushable
-        return sa.literal(stored, type_=_bind_type(stored))
-
-
-def _bind_type(value: Any) -> sa.types.TypeEngine[Any]:
-    """A plain SQL type for an already-encoded value (no column-type re-encoding)."""
-    if isinstance(value, bool):
-        return sa.Integer()
-    if isinstance(value, int):
-        return sa.BigInteger()
-    if isinstance(value, float):
-        return sa.Double()
-    if isinstance(value, str):
-        return sa.Text()
-    if isinstance(value, bytes):
-        return sa.LargeBinary()
-    raise _Unpushable
+        if not isinstance(stored, int | float | str | bytes):
+            raise _Unpushable  # None, or a value no plain SQL type binds
+        return stored
 
 
 def _is_literal(node: Any) -> bool:
     return isinstance(node, dict) and set(node) == {"Literal"}
 
 
+def _scalar(node: Any) -> tuple[bool, Any]:
+    """(True, value) for the common scalar literals, read without asking Polars."""
+    literal = node["Literal"]
+    if not isinstance(literal, dict) or len(literal) != 1:
+        return False, None
+    ((form, body),) = literal.items()
+    if form == "Dyn" and isinstance(body, dict) and len(body) == 1:
+        ((kind, value),) = body.items()
+        if kind in ("Int", "Float", "Str") and isinstance(value, int | float | str):
+            return True, value
+        return False, None
+    if form != "Scalar" or not isinstance(body, dict) or len(body) != 1:
+        return False, None
+    ((dtype, value),) = body.items()
+    if dtype in ("Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64"):
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if dtype in ("Float32", "Float64"):
+        return isinstance(value, float | int) and not isinstance(value, bool), value
+    if dtype in ("String", "Boolean") or value is None:
+        return isinstance(value, str | bool | None), value
+    if dtype == "Date" and isinstance(value, int):
+        return True, _EPOCH_DATE + timedelta(days=value)
+    if dtype == "Datetime" and isinstance(value, list) and len(value) == 3:
+        count, unit, zone = value
+        if isinstance(count, int) and unit in _US_PER and zone in (None, {"inner": "UTC"}):
+            moment = _EPOCH + timedelta(microseconds=count * _US_PER[unit])
+            return True, moment if zone else moment.replace(tzinfo=None)
+    return False, None
+
+
 def _literal_values(node: Any) -> Sequence[Any]:
     """The Python values of a literal node (one for a scalar, several for a Series)."""
     if not _is_literal(node):
         raise _Unpushable
+    known, value = _scalar(node)
+    if known:
+        return [value]
     try:
         expr = pl.Expr.deserialize(io.StringIO(json.dumps(node)), format="json")
         return pl.select(expr).to_series().to_list()

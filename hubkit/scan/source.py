@@ -8,8 +8,9 @@ applying the full filter to it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Final, Protocol
 
 import polars as pl
@@ -26,31 +27,57 @@ DEFAULT_BATCH_ROWS: Final = 65_536
 
 
 class BatchReader(Protocol):
-    """Runs a SELECT and yields its result as Arrow record batches of at most ``batch_rows``.
+    """Runs a plan's SELECT; yields the result as Arrow record batches of <= ``batch_rows``.
 
-    The batches carry the selected columns by name, with their stored values. Closing the
-    returned iterator (a generator's ``close()``) must release the database connection:
-    a query that needs only the first rows stops reading early.
+    ``plan.statement`` is the SQLAlchemy SELECT. A reader that compiles it itself may
+    cache the compiled text by ``plan.shape`` and bind ``plan.params`` by name (compiling
+    costs more than a small indexed query). The batches carry the selected columns by
+    name, with their stored values. Closing the returned iterator (a generator's
+    ``close()``) must release the database connection: a query that needs only the first
+    rows stops reading early.
     """
 
-    def __call__(self, stmt: sa.Select[Any], batch_rows: int) -> Iterator[Any]: ...
+    def __call__(self, plan: ReadPlan, batch_rows: int) -> Iterator[Any]: ...
 
 
 @dataclass(frozen=True)
 class ReadPlan:
     """What one read of a scan does.
 
-    ``statement`` selects ``read`` columns with the pushed WHERE and LIMIT; each decoded
-    batch is then filtered by ``predicate`` (the full one), cut to ``columns`` and, when
-    ``n_rows`` is set, the stream stops after that many rows.
+    ``statement`` selects the ``read`` columns of ``table`` with the pushed WHERE
+    (``pushdown``) and, when set, ``limit``; each decoded batch is then filtered by
+    ``predicate`` (the full one), cut to ``columns`` and, when ``n_rows`` is set, the
+    stream stops after that many rows.
     """
 
-    statement: sa.Select[Any]
+    table: sa.Table = field(repr=False)
     read: tuple[str, ...]
     columns: tuple[str, ...]
     predicate: pl.Expr | None
     n_rows: int | None
+    limit: int | None
     pushdown: Pushdown
+
+    @cached_property
+    def statement(self) -> sa.Select[Any]:
+        stmt = sa.select(*[self.table.c[n] for n in self.read])
+        if self.pushdown.where is not None:
+            stmt = stmt.where(self.pushdown.where)
+        if self.limit is not None:
+            stmt = stmt.limit(sa.bindparam("limit", self.limit, type_=sa.BigInteger()))
+        return stmt
+
+    @property
+    def shape(self) -> Hashable:
+        """What decides the SQL text: plans of one shape differ only in ``params``."""
+        return (self.table.name, self.read, self.pushdown.shape, self.limit is not None)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The statement's bound values by name."""
+        if self.limit is None:
+            return self.pushdown.params
+        return {**self.pushdown.params, "limit": self.limit}
 
 
 def plan_read(
@@ -70,18 +97,14 @@ def plan_read(
     """
     wanted = tuple(schema.names() if columns is None else columns)
     needed = set(wanted)
-    pushdown = Pushdown(None, exact=True)
+    pushdown = Pushdown(None, exact=True, table=table)
     if predicate is not None:
         needed.update(predicate.meta.root_names())
         pushdown = translate(predicate, table, rules)
     # A query that needs no column (a bare count) still needs one per row.
     read = tuple(n for n in schema.names() if n in needed) or (schema.names()[0],)
-    stmt = sa.select(*[table.c[n] for n in read])
-    if pushdown.where is not None:
-        stmt = stmt.where(pushdown.where)
-    if n_rows is not None and pushdown.exact:
-        stmt = stmt.limit(n_rows)
-    return ReadPlan(stmt, read, wanted, predicate, n_rows, pushdown)
+    limit = n_rows if pushdown.exact else None
+    return ReadPlan(table, read, wanted, predicate, n_rows, limit, pushdown)
 
 
 def scan_table(
@@ -131,7 +154,7 @@ def scan_table(
         if on_plan is not None:
             on_plan(plan)
         rows = batch_rows or batch_size or DEFAULT_BATCH_ROWS
-        return _frames(plan, read_batches(plan.statement, rows), decode)
+        return _frames(plan, read_batches(plan, rows), decode)
 
     return register_io_source(
         source, schema=schema, explain_name="hubkit", explain_detail=f"table {table.name}"

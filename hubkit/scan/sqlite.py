@@ -1,9 +1,10 @@
 """Streaming SELECT results out of SQLite as Arrow batches, through ADBC.
 
-``SqliteBatches(path)`` is a ``BatchReader`` over one file: each call opens a read-only
-ADBC connection, runs the statement and yields its batches, and closes the connection when
-the batches run out or the iterator is closed. A store with its own connections uses
-``read_batches(cursor, stmt, batch_rows)`` on one of its ADBC cursors instead.
+``SqliteBatches(path)`` is a ``BatchReader`` over one file: each call opens an ADBC
+connection, runs the plan's statement and yields its batches, and closes the connection
+when the batches run out or the iterator is closed. A store with its own connections uses
+``read_batches(cursor, plan, batch_rows, statements)`` on one of its ADBC cursors instead,
+with one ``SqliteStatements`` (the compiled-statement cache) for its lifetime.
 
 The ADBC SQLite driver types each result column from the first batch it reads; a column
 that is NULL throughout that batch becomes an integer column, and a text value in a later
@@ -15,16 +16,27 @@ extra column, and that row and column are dropped before the batches are handed 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from hubkit.errors import StoreError
 
-__all__ = ["SqliteBatches", "compile_sqlite", "read_batches", "typed_first_row"]
+if TYPE_CHECKING:
+    from hubkit.scan.source import ReadPlan
+
+__all__ = [
+    "SqliteBatches",
+    "SqliteStatements",
+    "compile_sqlite",
+    "read_batches",
+    "typed_first_row",
+]
 
 _DIALECT: Final = sqlite_dialect.dialect()
 _FLAG: Final = "hubkit_first_row__"
@@ -73,14 +85,60 @@ def compile_sqlite(stmt: sa.Executable) -> tuple[str, tuple[Any, ...]]:
     return state.statement, tuple(params)
 
 
-def read_batches(cursor: Any, stmt: sa.Select[Any], batch_rows: int) -> Iterator[Any]:
-    """Run ``stmt`` on an ADBC SQLite ``cursor``; yield its rows as Arrow record batches.
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    # Per placeholder: the plan parameter it binds, or (None, the fixed value).
+    slots: tuple[tuple[str | None, Any], ...]
 
-    Batches hold at most ``batch_rows`` rows and exactly ``stmt``'s columns. The cursor is
-    busy until the iterator is exhausted or closed.
+
+class SqliteStatements:
+    """Compiled scan statements (with their typed first row), by plan shape.
+
+    Compiling a statement costs about as much as an indexed query for a thousand rows, so
+    plans of one shape compile once; each read binds its own values. Holds at most
+    ``size`` shapes (the oldest is dropped). Thread-safe enough: a race compiles twice.
     """
-    names = [c.name for c in stmt.selected_columns]
-    sql, params = compile_sqlite(typed_first_row(stmt))
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._compiled: OrderedDict[Hashable, _Compiled] = OrderedDict()
+
+    def sql(self, plan: ReadPlan) -> tuple[str, tuple[Any, ...]]:
+        """The SQL text and positional parameters that run ``plan`` (typed first row)."""
+        compiled = self._compiled.get(plan.shape)
+        if compiled is None:
+            compiled = _compile_plan(plan)
+            self._compiled[plan.shape] = compiled
+            while len(self._compiled) > self.size:
+                self._compiled.popitem(last=False)
+        params = plan.params
+        return compiled.sql, tuple(params[n] if n is not None else v for n, v in compiled.slots)
+
+
+def _compile_plan(plan: ReadPlan) -> _Compiled:
+    compiled = typed_first_row(plan.statement).compile(dialect=_DIALECT)
+    state = compiled.construct_expanded_state()
+    ours = plan.params
+    slots: list[tuple[str | None, Any]] = []
+    for name in state.positiontup or ():
+        if state.processors.get(name) is not None:
+            raise TypeError(f"parameter {name!r} of a scan needs a bind processor")
+        slots.append((name, None) if name in ours else (None, state.parameters[name]))
+    return _Compiled(state.statement, tuple(slots))
+
+
+def read_batches(
+    cursor: Any, plan: ReadPlan, batch_rows: int, statements: SqliteStatements | None = None
+) -> Iterator[Any]:
+    """Run ``plan`` on an ADBC SQLite ``cursor``; yield its rows as Arrow record batches.
+
+    Batches hold at most ``batch_rows`` rows and exactly the plan's ``read`` columns.
+    ``statements`` caches compiled SQL across reads (pass one that lives as long as the
+    connection pool). The cursor is busy until the iterator is exhausted or closed.
+    """
+    names = list(plan.read)
+    sql, params = (statements or SqliteStatements(1)).sql(plan)
     cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
     cursor.execute(sql, params or None)
     seen_first = False
@@ -106,11 +164,12 @@ class SqliteBatches:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(Path(path).expanduser().resolve())
+        self.statements = SqliteStatements()
 
     def __repr__(self) -> str:
         return f"SqliteBatches({self.path!r})"
 
-    def __call__(self, stmt: sa.Select[Any], batch_rows: int) -> Iterator[Any]:
+    def __call__(self, plan: ReadPlan, batch_rows: int) -> Iterator[Any]:
         import adbc_driver_sqlite.dbapi as dbapi  # ~1 s to import: only when a scan reads
 
         if not Path(self.path).is_file():  # connecting would create an empty database
@@ -124,7 +183,7 @@ class SqliteBatches:
             try:
                 cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
                 cursor.fetchall()
-                yield from read_batches(cursor, stmt, batch_rows)
+                yield from read_batches(cursor, plan, batch_rows, self.statements)
             except dbapi.Error as exc:
                 raise StoreError(f"reading {self.path!r} failed: {exc}") from exc
             finally:
