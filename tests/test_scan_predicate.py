@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import polars as pl
 import pytest
 import sqlalchemy as sa
 
-from hubkit.scan import Pushdown, compile_sqlite, default_rules, translate
+from hubkit.scan import (
+    Pushdown,
+    ReadPlan,
+    SqliteStatements,
+    compile_sqlite,
+    default_rules,
+    plan_read,
+    translate,
+    typed_first_row,
+)
 
 SCHEMA = pl.Schema(
     {
@@ -180,3 +191,45 @@ def test_a_literal_the_encoder_refuses_is_left_to_polars() -> None:
     pushed = translate((pl.col("qty") == 1) & pl.col("symbol").is_null(), TABLE, rules)
     assert pushed.where is not None and not pushed.exact
     assert "IS NULL" in compile_sqlite(sa.select(TABLE.c.qty).where(pushed.where))[0]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pl.lit(3),
+        pl.lit(-(2**62), pl.Int64),
+        pl.lit(7, pl.UInt8),
+        pl.lit(1.25),
+        pl.lit(2.5, pl.Float32),
+        pl.lit("BTC"),
+        pl.lit(True),
+        pl.lit(None, pl.Int64),
+        pl.lit(date(1969, 12, 31)),
+        pl.lit(datetime(2024, 1, 1, 12, 30, 15, 123456, tzinfo=UTC)),
+        pl.lit(datetime(1960, 1, 1, 0, 0, 0, 1)),
+        pl.lit(datetime(2024, 5, 6, 7, 8, 9, 10_000, tzinfo=UTC), dtype=pl.Datetime("ms", "UTC")),
+        pl.lit(datetime(2024, 5, 6, 7, 8, 9, 10_001), dtype=pl.Datetime("ns")),
+        pl.lit(datetime(2024, 5, 6, 7, 8, 9, tzinfo=ZoneInfo("Asia/Tokyo"))),
+    ],
+)
+def test_literals_read_directly_equal_what_polars_evaluates(value: pl.Expr) -> None:
+    from hubkit.scan.predicate import _literal_values
+
+    node = json.loads(value.meta.serialize(format="json"))
+    assert _literal_values(node) == pl.select(value).to_series().to_list()
+
+
+def plan_for(expr: pl.Expr) -> ReadPlan:
+    return plan_read(TABLE, SCHEMA, RULES, predicate=expr, n_rows=10)
+
+
+def test_plans_of_one_shape_compile_once_and_bind_their_own_values() -> None:
+    statements = SqliteStatements(size=2)
+    first = plan_for((pl.col("symbol") == "A") & (pl.col("qty").is_in([1, 2])))
+    second = plan_for((pl.col("symbol") == "B") & (pl.col("qty").is_in([3, 4])))
+    other = plan_for((pl.col("symbol") == "B") & (pl.col("qty").is_in([3, 4, 5])))
+    assert first.shape == second.shape != other.shape
+    for plan in (first, second, other, first):
+        # Each read runs exactly what compiling its own statement gives.
+        assert statements.sql(plan) == compile_sqlite(typed_first_row(plan.statement))
+    assert "LIMIT" in statements.sql(first)[0]
