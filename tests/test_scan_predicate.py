@@ -233,3 +233,12 @@ def test_plans_of_one_shape_compile_once_and_bind_their_own_values() -> None:
         # Each read runs exactly what compiling its own statement gives.
         assert statements.sql(plan) == compile_sqlite(typed_first_row(plan.statement))
     assert "LIMIT" in statements.sql(first)[0]
+
+
+def test_a_literal_finer_than_microseconds_is_left_to_polars() -> None:
+    # Python datetimes hold microseconds: 500 ns would be cut and `time < t` lose rows.
+    def ns(value: int) -> pl.Expr:
+        return pl.lit(pl.Series([value]).cast(pl.Datetime("ns", "UTC")))
+
+    assert translate(pl.col("time") < ns(T0_US * 1000 + 500), TABLE, RULES).where is None
+    assert where(pl.col("time") < ns(T0_US * 1000)) == ("trades.time < ?", (T0_US,), True)

@@ -234,9 +234,7 @@ class _Translator:
     def _is_in(self, inputs: list[Any], nulls_equal: bool, want: bool) -> _Part:
         column, listed = inputs
         name = self._column(column)
-        values = _literal_values(listed)
-        if len(values) == 1 and isinstance(values[0], list):
-            values = values[0]  # a list literal arrives as one list-typed scalar
+        values = _literal_values(listed)  # a list literal arrives as one list scalar
         has_null = any(v is None for v in values)
         present = [v for v in values if v is not None]
         # A null column value: null when not nulls_equal, else whether None was listed.
@@ -342,6 +340,18 @@ def _literal_values(node: Any) -> Sequence[Any]:
         return [value]
     try:
         expr = pl.Expr.deserialize(io.StringIO(json.dumps(node)), format="json")
-        return pl.select(expr).to_series().to_list()
+        series = pl.select(expr).to_series()
+        if series.dtype.is_nested():
+            series = series.explode()
+        # Python datetimes stop at microseconds: a finer literal would move its bound.
+        dtype = series.dtype
+        if (
+            isinstance(dtype, pl.Datetime | pl.Duration)
+            and dtype.time_unit == "ns"
+            and not (series.drop_nulls().cast(pl.Int64) % 1000 == 0).all()
+        ):
+            raise _Unpushable
+        values: list[Any] = series.to_list()
+        return values
     except pl.exceptions.PolarsError as exc:
         raise _Unpushable from exc

@@ -46,8 +46,8 @@ class ReadPlan:
 
     ``statement`` selects the ``read`` columns of ``table`` with the pushed WHERE
     (``pushdown``) and, when set, ``limit``; each decoded batch is then filtered by
-    ``predicate`` (the full one), cut to ``columns`` and, when ``n_rows`` is set, the
-    stream stops after that many rows.
+    ``predicate`` (the full one; not when the pushed WHERE is exact), cut to ``columns``
+    and, when ``n_rows`` is set, the stream stops after that many rows.
     """
 
     table: sa.Table = field(repr=False)
@@ -170,7 +170,7 @@ def _frames(plan: ReadPlan, batches: Iterator[Any], decode: Decoder) -> Iterator
             frame = pl.from_arrow(batch)
             assert isinstance(frame, pl.DataFrame)
             frame = decode(frame)
-            if plan.predicate is not None:
+            if plan.predicate is not None and not plan.pushdown.exact:
                 frame = frame.filter(plan.predicate)
             if plan.columns != plan.read:
                 frame = frame.select(plan.columns)

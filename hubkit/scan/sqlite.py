@@ -143,13 +143,15 @@ def read_batches(
     cursor.execute(sql, params or None)
     seen_first = False
     for batch in cursor.fetch_record_batch():
-        if not seen_first:
+        if not seen_first and batch.num_rows:
+            seen_first = True
             flags = batch.column(_FLAG)
-            if flags.to_pylist().count(1):
-                seen_first = True
-                # SQLite emits UNION ALL parts in order (row 0), but drop it wherever it is.
+            if flags[0].as_py() == 1:
+                batch = batch.slice(1)  # SQLite emits UNION ALL parts in order: row 0
+            else:  # not promised by SQLite: find the typed row wherever it is
                 import pyarrow.compute as pc  # pyarrow is loaded: the driver returned Arrow
 
+                seen_first = bool(pc.any(pc.equal(flags, 1)).as_py())
                 batch = batch.filter(pc.equal(flags, 0))
         yield batch.select(names)
 
