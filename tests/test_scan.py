@@ -21,7 +21,15 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from hubkit.errors import SchemaError, StoreError
 from hubkit.indexes import table_indexes
-from hubkit.scan import ReadPlan, SqliteBatches, compile_sqlite, scan_table, typed_first_row
+from hubkit.scan import (
+    ReadPlan,
+    SqliteBatches,
+    SqliteStatements,
+    compile_sqlite,
+    read_batches,
+    scan_table,
+    typed_first_row,
+)
 
 ROWS = 200_000
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT"]
@@ -344,3 +352,21 @@ def test_random_filters_give_what_polars_gives_on_the_whole_frame(trades: Trades
     # The generator exercises both pushed and unpushed filters.
     assert 15 <= pushed < 60 and exact > 5
     assert counting.rows < 60 * ROWS
+
+
+def test_a_pooled_cursor_reads_a_scan_and_keeps_its_batch_size(trades: Trades) -> None:
+    # How a store plugs in: its own ADBC cursor and one compiled-statement cache.
+    option = "adbc.sqlite.query.batch_rows"
+    statements = SqliteStatements()
+    with dbapi.connect(str(trades.path)) as conn, conn.cursor() as cur:
+        cur.adbc_statement.set_options(**{option: "4194304"})
+
+        def reader(plan: ReadPlan, batch_rows: int) -> Iterator[Any]:
+            return read_batches(cur, plan, batch_rows, statements)
+
+        lf = scan_table(trades.table, SCHEMA, reader, batch_rows=1_000)
+        for symbol in SYMBOLS[:3]:
+            query = (pl.col("symbol") == symbol) & (pl.col("price") < 11)
+            same_rows(lf.filter(query).collect(), trades.frame.filter(query))
+        assert lf.head(3).collect().height == 3  # closed after the first batch
+        assert cur.adbc_statement.get_option(option) == "4194304"

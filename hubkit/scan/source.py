@@ -127,13 +127,16 @@ def scan_table(
     (default: Polars' hint, else ``DEFAULT_BATCH_ROWS``). ``on_plan`` sees each read's plan
     before it runs (for logging and tests).
 
-    Promises: ``select``/``filter``/``head`` before ``collect`` read only the columns used,
-    filter in SQL what can be (comparisons, ``is_in``, ``is_between``, null checks, and
-    ``&``/``|``/``~`` on them; see ``hubkit.scan.predicate``) and stop after the rows asked
-    for; the result always equals Polars applied to the whole table. Reads stream, so
-    ``collect(engine="streaming")`` of an aggregation holds a batch at a time, not the
-    table. Row order is the database's (unspecified): sort when order matters. Each
-    ``collect`` reads again and sees the committed data of that moment.
+    Promises: a query reads only the columns it uses and filters in SQL what can be
+    (comparisons, ``is_in``, ``is_between``, null checks, and ``&``/``|``/``~`` on them;
+    see ``hubkit.scan.predicate``), using the table's indexes; the rest of the filter runs
+    in Polars on each batch. The result always equals Polars applied to the whole table.
+    ``head(n)`` on the scan (after ``select``s) is a SQL LIMIT; after a ``filter`` Polars
+    does not hand the limit to the source, and ``collect(engine="streaming")`` stops
+    reading after the batches that fill it. Reads stream, so a streaming aggregation
+    holds a few batches at a time, not the table. Row order is the database's
+    (unspecified): sort when order matters. Each ``collect`` reads again and sees the
+    data committed when its statement starts.
     """
     schema = pl.Schema(schema)
     missing = [n for n in schema.names() if n not in table.c]

@@ -41,6 +41,7 @@ __all__ = [
 _DIALECT: Final = sqlite_dialect.dialect()
 _FLAG: Final = "hubkit_first_row__"
 _BUSY_TIMEOUT_MS: Final = 30_000
+_BATCH_ROWS: Final = "adbc.sqlite.query.batch_rows"
 
 
 def _typed_literal(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
@@ -135,25 +136,32 @@ def read_batches(
 
     Batches hold at most ``batch_rows`` rows and exactly the plan's ``read`` columns.
     ``statements`` caches compiled SQL across reads (pass one that lives as long as the
-    connection pool). The cursor is busy until the iterator is exhausted or closed.
+    connection pool). The cursor is busy until the iterator is exhausted or closed, and
+    then has its previous batch-size option back.
     """
     names = list(plan.read)
     sql, params = (statements or SqliteStatements(1)).sql(plan)
-    cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
-    cursor.execute(sql, params or None)
-    seen_first = False
-    for batch in cursor.fetch_record_batch():
-        if not seen_first and batch.num_rows:
-            seen_first = True
-            flags = batch.column(_FLAG)
-            if flags[0].as_py() == 1:
-                batch = batch.slice(1)  # SQLite emits UNION ALL parts in order: row 0
-            else:  # not promised by SQLite: find the typed row wherever it is
-                import pyarrow.compute as pc  # pyarrow is loaded: the driver returned Arrow
+    options = cursor.adbc_statement
+    before = options.get_option(_BATCH_ROWS)
+    options.set_options(**{_BATCH_ROWS: str(batch_rows)})
+    try:
+        cursor.execute(sql, params or None)
+        seen_first = False
+        for batch in cursor.fetch_record_batch():
+            if not seen_first and batch.num_rows:
+                seen_first = True
+                flags = batch.column(_FLAG)
+                if flags[0].as_py() == 1:
+                    batch = batch.slice(1)  # SQLite emits UNION ALL parts in order: row 0
+                else:  # not promised by SQLite: find the typed row wherever it is
+                    import pyarrow.compute as pc  # loaded: the driver returned Arrow
 
-                seen_first = bool(pc.any(pc.equal(flags, 1)).as_py())
-                batch = batch.filter(pc.equal(flags, 0))
-        yield batch.select(names)
+                    seen_first = bool(pc.any(pc.equal(flags, 1)).as_py())
+                    batch = batch.filter(pc.equal(flags, 0))
+            yield batch.select(names)
+    finally:
+        # The cursor may be a pool's: its other reads keep their own batch size.
+        options.set_options(**{_BATCH_ROWS: before})
 
 
 class SqliteBatches:
