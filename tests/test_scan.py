@@ -370,3 +370,16 @@ def test_a_pooled_cursor_reads_a_scan_and_keeps_its_batch_size(trades: Trades) -
             same_rows(lf.filter(query).collect(), trades.frame.filter(query))
         assert lf.head(3).collect().height == 3  # closed after the first batch
         assert cur.adbc_statement.get_option(option) == "4194304"
+
+
+def test_values_that_do_not_decode_are_a_store_error_naming_the_table(tmp_path: Path) -> None:
+    table, frame = make_table(), generated(5)
+    path = tmp_path / "t.db"
+    write_table(path, table, frame, index=False)
+    with dbapi.connect(str(path)) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE trades SET day = 'yesterday' WHERE id = 't0000003'")
+        conn.commit()
+    lf = scan_table(table, SCHEMA, SqliteBatches(path))
+    assert lf.select("id", "price").collect().height == 5  # other columns still read
+    with pytest.raises(StoreError, match="table 'trades' holds values that do not decode"):
+        lf.collect()

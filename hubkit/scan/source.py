@@ -17,7 +17,7 @@ import polars as pl
 import sqlalchemy as sa
 from polars.io.plugins import register_io_source
 
-from hubkit.errors import SchemaError
+from hubkit.errors import SchemaError, StoreError
 from hubkit.scan.codec import Decoder, default_decoder, default_rules
 from hubkit.scan.predicate import ColumnRules, Pushdown, translate
 
@@ -172,7 +172,12 @@ def _frames(plan: ReadPlan, batches: Iterator[Any], decode: Decoder) -> Iterator
         for batch in batches:
             frame = pl.from_arrow(batch)
             assert isinstance(frame, pl.DataFrame)
-            frame = decode(frame)
+            try:
+                frame = decode(frame)
+            except pl.exceptions.PolarsError as exc:
+                raise StoreError(
+                    f"table {plan.table.name!r} holds values that do not decode: {exc}"
+                ) from exc
             if plan.predicate is not None and not plan.pushdown.exact:
                 frame = frame.filter(plan.predicate)
             if plan.columns != plan.read:
