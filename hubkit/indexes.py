@@ -30,9 +30,11 @@ objects on a ``Table`` (so ``CreateTable``/``create_all`` create them with the t
     for ix in missing_indexes(wanted, sa.inspect(conn).get_indexes(table.name)):
         conn.execute(sa.schema.CreateIndex(ix, if_not_exists=True))
 
-Names are ``ix_<table>__<col>__<col>`` (characters other than letters, digits and ``_``
-become ``_``; names over 63 characters are cut and end in a hash of the full name), so
-the same declaration gives the same name on every open and every database.
+Names are ``ix_<table>__<col>__<col>``; when a part has characters other than letters,
+digits and single inner ``_`` (a nested column's ``__``, a ``-``), or the name would pass
+63 characters, it is cut and ends in a hash of the exact declaration. So the same
+declaration gives the same name on every open and every database, and different ones
+different names.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ IndexSpec = str | Sequence[str]
 """One index: a column name, or a sequence of them (the index's column order)."""
 
 _MAX_NAME: Final = 63  # PostgreSQL's identifier limit; SQLite has none
+# A name part that reads back unambiguously between "__" separators.
+_PLAIN: Final = re.compile(r"[A-Za-z0-9]+(_[A-Za-z0-9]+)*")
 _T = TypeVar("_T", bound=type)
 
 
@@ -109,12 +113,13 @@ def normalize_indexes(
 
 def index_name(table: str, columns: Sequence[str]) -> str:
     """The stable name of the index on ``columns`` of ``table``."""
-    name = "ix_" + "__".join([table, *columns])
-    name = re.sub(r"[^A-Za-z0-9_]", "_", name)
-    if len(name) <= _MAX_NAME and name == "ix_" + "__".join([table, *columns]):
+    parts = [table, *columns]
+    name = re.sub(r"[^A-Za-z0-9_]", "_", "ix_" + "__".join(parts))
+    if len(name) <= _MAX_NAME and all(_PLAIN.fullmatch(p) for p in parts):
         return name
-    # Cut or changed: a hash of the exact declaration keeps names distinct.
-    digest = hashlib.sha1("\0".join([table, *columns]).encode()).hexdigest()[:10]
+    # Cut, changed, or a part with "__" of its own (a nested column: ("a__b",) and
+    # ("a", "b") would read alike): a hash of the exact declaration keeps names distinct.
+    digest = hashlib.sha1("\0".join(parts).encode()).hexdigest()[:10]
     return f"{name[: _MAX_NAME - 11]}_{digest}"
 
 

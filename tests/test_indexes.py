@@ -132,6 +132,9 @@ def test_names_are_stable_and_distinct() -> None:
     assert len(long_a) <= 63 and len(long_b) <= 63 and long_a != long_b
     # Characters SQL would need quoted are replaced, and the name stays distinct.
     assert index_name("my-trades", ["a"]) != index_name("my_trades", ["a"])
+    # A nested column's "__" does not make it read like two columns.
+    assert index_name("t", ["a__b"]) != index_name("t", ["a", "b"])
+    assert len(index_name("t", ["fee__rate"])) <= 63
 
 
 def test_declarations_merge_without_repeats_and_skip_the_key() -> None:
