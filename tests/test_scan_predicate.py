@@ -144,6 +144,7 @@ def test_the_negation_of_a_partly_pushable_or_pushes_the_known_side() -> None:
         (pl.col("qty") + 1) > 3,  # arithmetic
         pl.col("qty") == pl.lit(None, pl.Int64),  # a comparison with null is never true
         pl.col("missing") == 1,  # not a column of the table
+        pl.col("price") != float("nan"),  # SQL binds NaN as NULL: no row would match
     ],
 )
 def test_unpushable_filters_are_left_to_polars(expr: pl.Expr) -> None:
@@ -242,3 +243,9 @@ def test_a_literal_finer_than_microseconds_is_left_to_polars() -> None:
 
     assert translate(pl.col("time") < ns(T0_US * 1000 + 500), TABLE, RULES).where is None
     assert where(pl.col("time") < ns(T0_US * 1000)) == ("trades.time < ?", (T0_US,), True)
+
+
+def test_a_stored_integer_beyond_64_bits_is_left_to_polars() -> None:
+    rules = type(RULES)(encode=lambda name, value: value * 2**40, compare=RULES.compare)
+    assert translate(pl.col("qty") < 2**30, TABLE, rules).where is None
+    assert translate(pl.col("qty") < 2**20, TABLE, rules).where is not None

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -84,6 +85,8 @@ _OR: Final = frozenset({"Or", "LogicalOr"})
 # caps the bound parameters of one statement.
 MAX_IN_VALUES: Final = 1_000
 
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_DATE: Final = date(1970, 1, 1)
 _US_PER: Final = {"Microseconds": 1, "Milliseconds": 1_000}
@@ -294,6 +297,10 @@ class _Translator:
             raise _Unpushable from exc
         if not isinstance(stored, int | float | str | bytes):
             raise _Unpushable  # None, or a value no plain SQL type binds
+        if isinstance(stored, float) and math.isnan(stored):
+            raise _Unpushable  # SQL binds NaN as NULL; Polars orders NaN above all numbers
+        if isinstance(stored, int) and not _INT64_MIN <= stored <= _INT64_MAX:
+            raise _Unpushable  # SQLite integers are 64-bit
         return stored
 
 
