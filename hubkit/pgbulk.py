@@ -44,7 +44,7 @@ the caller's transaction, which must be rolled back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
@@ -70,6 +70,7 @@ __all__ = [
     "column_type",
     "connect",
     "copy_table",
+    "define_table",
     "execute",
     "fetch_arrow",
     "iter_batches",
@@ -107,40 +108,51 @@ class JsonbText(UserDefinedType[Any]):
         return sa.cast(bindvalue, postgresql.JSONB())
 
 
+# kind -> (native column type, Arrow type for COPY); an int-valued enum stores as "int".
+_TYPES: Final[Mapping[str, tuple[Callable[[], sa.types.TypeEngine[Any]], pa.DataType]]] = {
+    "str": (sa.Text, pa.large_string()),
+    "int": (sa.BigInteger, pa.int64()),
+    "float": (sa.Double, pa.float64()),
+    "bool": (sa.Boolean, pa.bool_()),
+    "decimal": (lambda: sa.Numeric(asdecimal=True), pa.large_string()),
+    "datetime": (lambda: postgresql.TIMESTAMP(timezone=True), pa.timestamp("us", tz="UTC")),
+    "date": (sa.Date, pa.date32()),
+    "json": (JsonbText, pa.large_string()),
+}
+
+
+def _types(column: Column) -> tuple[Callable[[], sa.types.TypeEngine[Any]], pa.DataType]:
+    kind = column.kind
+    if kind == "enum":
+        kind = "int" if column.dtype == pl.Int64 else "str"
+    try:
+        return _TYPES[kind]
+    except KeyError:
+        raise StoreError(f"column {column.name!r} has unknown kind {kind!r}") from None
+
+
 def column_type(column: Column) -> sa.types.TypeEngine[Any]:
     """The native PostgreSQL column type of a hubkit column (see the table above)."""
-    kind = column.kind
-    if kind == "int" or (kind == "enum" and column.dtype == pl.Int64):
-        return sa.BigInteger()
-    if kind == "float":
-        return sa.Double()
-    if kind == "bool":
-        return sa.Boolean()
-    if kind == "decimal":
-        return sa.Numeric(asdecimal=True)
-    if kind == "datetime":
-        return postgresql.TIMESTAMP(timezone=True)
-    if kind == "date":
-        return sa.Date()
-    if kind == "json":
-        return JsonbText()
-    return sa.Text()
+    return _types(column)[0]()
 
 
 def arrow_type(column: Column) -> pa.DataType:
     """The Arrow type a column's values are sent in for COPY (see the table above)."""
-    kind = column.kind
-    if kind == "int" or (kind == "enum" and column.dtype == pl.Int64):
-        return pa.int64()
-    if kind == "float":
-        return pa.float64()
-    if kind == "bool":
-        return pa.bool_()
-    if kind == "datetime":
-        return pa.timestamp("us", tz="UTC")
-    if kind == "date":
-        return pa.date32()
-    return pa.large_string()
+    return _types(column)[1]
+
+
+def define_table(
+    metadata: sa.MetaData, name: str, columns: Sequence[Column], key: Sequence[str]
+) -> sa.Table:
+    """A SQLAlchemy ``Table`` of native columns (``column_type``) with ``key`` as primary key."""
+    return sa.Table(
+        name,
+        metadata,
+        *(
+            sa.Column(c.name, column_type(c), primary_key=c.name in key, nullable=c.nullable)
+            for c in columns
+        ),
+    )
 
 
 def _copy_column(column: Column, s: pl.Series) -> pl.Series:
