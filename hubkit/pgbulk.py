@@ -208,6 +208,8 @@ def connect(url: str | sa.URL) -> Connection:
 def _sql(stmt: Executable) -> tuple[str, tuple[Any, ...]]:
     """SQL text with $n placeholders and the bound values, encoded by their column types."""
     compiled = stmt.compile(dialect=_DIALECT)  # type: ignore[attr-defined]
+    if isinstance(stmt, sa.schema.ExecutableDDLElement):
+        return str(compiled), ()
     state = compiled.construct_expanded_state()
     params = []
     for name in state.positiontup or ():
@@ -228,7 +230,9 @@ def _run(cur: Cursor, stmt: Executable | str, what: str) -> None:
 
 
 def execute(cur: Cursor, stmt: Executable | str) -> None:
-    """Run one SQLAlchemy statement (or SQL text) on an ADBC cursor; results are not read.
+    """Run one SQLAlchemy statement, DDL element or SQL text on an ADBC cursor.
+
+    Results are not read (use ``fetch_arrow`` for those).
 
     Bound values may be text, numbers, booleans, None, datetimes and dates.
     """
