@@ -264,7 +264,9 @@ def _rows(data: pa.Table | pl.DataFrame, table: sa.Table, keys: list[str]) -> pl
     if missing:
         raise StoreError(f"rows for {table.name!r} lack key column(s) {', '.join(missing)}")
     # The last row of a key wins, and rows go in key order: ON CONFLICT cannot touch one
-    # row twice in a statement, and a common lock order keeps concurrent writers apart.
+    # row twice in a statement, and a common lock order keeps concurrent writers from
+    # deadlocking. The merge reads the fresh temporary table in the order COPY wrote it
+    # (temporary tables are never scanned in parallel or synchronised with other scans).
     return frame.unique(subset=keys, keep="last", maintain_order=True).sort(keys)
 
 
