@@ -285,7 +285,9 @@ def upsert(cur: Cursor, table: sa.Table, data: pa.Table | pl.DataFrame) -> int:
     if rows.height == 0:
         return 0
     try:
-        cur.adbc_ingest(STAGE_TABLE, rows.to_arrow(), mode="create", temporary=True)
+        # "replace": a staging table left by a failed merge on an autocommit connection
+        # (inside a transaction, the rollback removes it) must not block the next upsert.
+        cur.adbc_ingest(STAGE_TABLE, rows.to_arrow(), mode="replace", temporary=True)
     except Exception as exc:
         raise StoreError(f"staging rows for {table.name!r} failed: {exc}") from exc
     _run(cur, _merge(table, rows.columns, keys), f"upsert into {table.name!r}")

@@ -151,7 +151,11 @@ class Listener:
         return self._conn
 
     async def latest(self) -> dict[str, int]:
-        """Each announced table's last committed sequence number (``{}`` before any)."""
+        """Each announced table's last committed sequence number (``{}`` before any).
+
+        Call it before iterating or after leaving the loop: the listener's one connection
+        cannot run a query while it waits for notifications.
+        """
         conn = self._open()
         cur = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (COMMITS_TABLE,))
         row = await cur.fetchone()

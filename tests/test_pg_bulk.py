@@ -233,6 +233,26 @@ def test_bad_rows_raise_store_error_and_store_nothing(pg: Connection) -> None:
     assert spec.from_frame(_read(pg, table)) == spec.from_frame(good)
 
 
+def test_a_failed_merge_outside_a_transaction_does_not_block_the_next(
+    postgres_database: str,
+) -> None:
+    import adbc_driver_postgresql.dbapi as pgdbapi
+
+    spec = reflect(Tick, ("symbol", "seq"))
+    conn = pgdbapi.connect(pgbulk.libpq_uri(postgres_database), autocommit=True)
+    try:
+        table = _create(conn, spec)
+        with conn.cursor() as cur:
+            with pytest.raises(StoreError, match="upsert into 'tick' failed"):
+                bad = pl.DataFrame({"symbol": ["A"], "seq": ["not a number"], "price": [1.0]})
+                pgbulk.upsert(cur, table, bad)
+            good = pl.DataFrame({"symbol": ["A"], "seq": [1], "price": [1.0]})
+            assert pgbulk.upsert(cur, table, good) == 1
+        assert _read(conn, table).rows() == [("A", 1, 1.0, None)]
+    finally:
+        conn.close()
+
+
 def _every_with_amount(spec: EntitySpec, amount: str) -> pl.DataFrame:
     return spec.to_frame(_every(3)).with_columns(amount=pl.lit(amount))
 
