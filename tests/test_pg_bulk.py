@@ -301,6 +301,16 @@ def test_iter_batches_streams_every_row(pg: Connection) -> None:
     assert seen.equals(frame.select("seq", "price"))
 
 
+def test_a_stream_left_early_frees_the_cursor(pg: Connection) -> None:
+    query = "SELECT g, repeat('x', 50) AS s FROM generate_series(1, 1000000) g"
+    with pg.cursor() as cur:
+        batches = pgbulk.iter_batches(cur, query)
+        first = next(batches)
+        assert 0 < first.num_rows < 1_000_000  # the rows arrive in several batches
+        batches.close()
+        assert pgbulk.fetch_arrow(cur, "SELECT 1 AS one").to_pylist() == [{"one": 1}]
+
+
 def test_libpq_uri_refuses_other_databases() -> None:
     assert pgbulk.libpq_uri("postgresql+psycopg://u:p@h:5/db") == "postgresql://u:p@h:5/db"
     with pytest.raises(StoreError, match="not a PostgreSQL URL"):
