@@ -45,6 +45,7 @@ the caller's transaction, which must be rolled back.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
@@ -109,16 +110,20 @@ class JsonbText(UserDefinedType[Any]):
 
 
 # kind -> (native column type, Arrow type for COPY); an int-valued enum stores as "int".
-_TYPES: Final[Mapping[str, tuple[Callable[[], sa.types.TypeEngine[Any]], pa.DataType]]] = {
-    "str": (sa.Text, pa.large_string()),
-    "int": (sa.BigInteger, pa.int64()),
-    "float": (sa.Double, pa.float64()),
-    "bool": (sa.Boolean, pa.bool_()),
-    "decimal": (lambda: sa.Numeric(asdecimal=True), pa.large_string()),
-    "datetime": (lambda: postgresql.TIMESTAMP(timezone=True), pa.timestamp("us", tz="UTC")),
-    "date": (sa.Date, pa.date32()),
-    "json": (JsonbText, pa.large_string()),
-}
+_TYPES: Final[Mapping[str, tuple[Callable[[], sa.types.TypeEngine[Any]], pa.DataType]]] = (
+    MappingProxyType(
+        {
+            "str": (sa.Text, pa.large_string()),
+            "int": (sa.BigInteger, pa.int64()),
+            "float": (sa.Double, pa.float64()),
+            "bool": (sa.Boolean, pa.bool_()),
+            "decimal": (lambda: sa.Numeric(asdecimal=True), pa.large_string()),
+            "datetime": (lambda: postgresql.TIMESTAMP(timezone=True), pa.timestamp("us", tz="UTC")),
+            "date": (sa.Date, pa.date32()),
+            "json": (JsonbText, pa.large_string()),
+        }
+    )
+)
 
 
 def _types(column: Column) -> tuple[Callable[[], sa.types.TypeEngine[Any]], pa.DataType]:
@@ -340,5 +345,6 @@ def iter_batches(cur: Cursor, stmt: Executable | str) -> Iterator[pa.RecordBatch
 def to_frame(data: pa.Table | pa.RecordBatch) -> pl.DataFrame:
     """Arrow read by ``fetch_arrow``/``iter_batches`` -> a Polars frame in hubkit's dtypes."""
     frame = pl.from_arrow(data)
-    assert isinstance(frame, pl.DataFrame)
+    if not isinstance(frame, pl.DataFrame):  # only for Arrow arrays, which reads never give
+        raise StoreError(f"cannot make a frame of {type(data).__name__}")
     return frame
