@@ -185,7 +185,7 @@ def test_upsert_replaces_existing_keys_and_keeps_the_last_row_of_a_key(pg: Conne
         n = pgbulk.upsert(
             cur,
             table,
-            pl.DataFrame({"symbol": ["B", "C", "C"], "seq": [1, 1, 1], "price": [30.0, 4.0, 5.0]}),
+            pl.DataFrame({"symbol": ["C", "B", "C"], "seq": [1, 1, 1], "price": [4.0, 30.0, 5.0]}),
         )
         pg.commit()
     assert n == 2
