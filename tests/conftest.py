@@ -1,0 +1,1 @@
+pytest_plugins = ["hubkit.testing.pg_fixtures"]
