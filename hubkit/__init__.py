@@ -52,14 +52,14 @@ if TYPE_CHECKING:
     from hubkit import bybit as bybit
     from hubkit import notebook as notebook
     from hubkit import testing as testing
-    from hubkit._progress import (
-        Progress,
-        progress,
-    )
     from hubkit._api import (
         aload,
         datasets,
         load,
+    )
+    from hubkit._progress import (
+        Progress,
+        progress,
     )
     from hubkit.bybit.datasets import (
         default_catalog,

@@ -67,7 +67,7 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 def age_text(moment: datetime | None, now: datetime | None = None) -> str:
     """``"12 s ago"``, ``"3 min ago"``... or ``"never"``."""
-    from hubkit.notebook.render import humanize_age
+    from hubkit.status import humanize_age
 
     if moment is None:
         return "never"

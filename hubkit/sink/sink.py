@@ -16,12 +16,12 @@ from hubkit.sink._core import CLOSE_TIMEOUT, Core
 from hubkit.sink.dao import SinkDao
 from hubkit.sink.events import Subscription
 from hubkit.sink.runner import Runner
+from hubkit.status import SinkStatus
 from hubkit.types import (
     ChangeHandler,
     Connection,
     ErrorHandler,
     ScheduleStatus,
-    SinkStatus,
     SyncPolicy,
     SyncStatus,
 )

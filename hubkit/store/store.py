@@ -6,7 +6,7 @@ import os
 import threading
 import weakref
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
@@ -14,14 +14,16 @@ from typing import Any
 import msgspec
 import polars as pl
 import sqlalchemy as sa
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import NullPool, StaticPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from hubkit.entity import EntitySpec
 from hubkit.errors import ClosedError, HubkitError, StoreError
+from hubkit.sqlite_guard import SqliteGuard
 from hubkit.store.codec import json_text
 from hubkit.store.engine import (
     OUTBOX_TABLE,
+    SQLITE_PRAGMAS,
     STATE_TABLE,
     AdbcSession,
     AdbcTx,
@@ -35,11 +37,14 @@ from hubkit.store.table import TableStore
 
 
 def default_store_url() -> str:
-    """``sqlite:///$HUBKIT_HOME/hubkit.db`` (``HUBKIT_HOME`` defaults to ``~/.cache/hubkit``).
+    """``sqlite:///<default home>/hubkit.db``: ``$HUBKIT_HOME``, else the platform's cache
+    folder (``$XDG_CACHE_HOME/hubkit`` on Linux; see ``hubkit.home``).
 
     Creates the directory if it does not exist.
     """
-    home = Path(os.environ.get("HUBKIT_HOME") or Path.home() / ".cache" / "hubkit").expanduser()
+    from hubkit.home import default_home
+
+    home = default_home()
     home.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(home / 'hubkit.db').resolve()}"
 
@@ -87,6 +92,8 @@ class Store:
         kwargs: dict[str, Any] = {}
         if memory:
             kwargs = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
+        elif self._sqlite_path is not None:
+            kwargs = {"poolclass": NullPool}  # no connection outlives its guarded use
         try:
             self.engine: sa.Engine = sa.create_engine(self.url, **kwargs)
         except (sa.exc.SQLAlchemyError, ImportError, ValueError) as exc:
@@ -103,7 +110,10 @@ class Store:
         self._adbc: tuple[ModuleType, ModuleType] | None = None
         # Close idle connections when the store is collected, or at exit if nobody closed it
         # (ADBC complains when a connection is left for the garbage collector at exit).
-        self._finalizer = weakref.finalize(self, self._pool.close)
+        # One idle connection of each SQLite library on the file while the store uses it,
+        # closed after the store's own (see hubkit.sqlite_guard).
+        self._guard = SqliteGuard(self._sqlite_path or "", SQLITE_PRAGMAS)
+        self._finalizer = weakref.finalize(self, self._guard.close, self._pool.close)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("fast" if self._fast else "sqlalchemy")
@@ -120,8 +130,7 @@ class Store:
         # Directly, not through the finalizer: after the finalizers ran at exit, calling one
         # does nothing, and a store can still be used (and closed) after that.
         self._finalizer.detach()
-        self._pool.close()
-        self.engine.dispose()
+        self._guard.close(self._pool.close, self.engine.dispose)  # the guard closes last
 
     def __enter__(self) -> Store:
         return self
@@ -232,15 +241,19 @@ class Store:
         finally:
             self._pool.give_back(session, reuse=healthy)
 
+    def _guarded(self) -> AbstractContextManager[None]:
+        """Every connection to a SQLite file is opened and closed inside this."""
+        return self._guard.use() if self._sqlite_path is not None else nullcontext()
+
     @contextmanager
     def _read(self) -> Iterator[Tx]:
         """A connection for reads (each statement sees the latest committed data)."""
         self._check_open()
         if self._fast:
-            with self._session() as s:
+            with self._guarded(), self._session() as s:
                 yield AdbcTx(s, self._modules()[1])
         else:
-            with self.engine.connect() as conn:
+            with self._guarded(), self.engine.connect() as conn:
                 yield SaTx(conn)
 
     @contextmanager
@@ -248,12 +261,12 @@ class Store:
         """One write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on success."""
         self._check_open()
         if not self._fast:
-            with self.engine.connect() as conn:
+            with self._guarded(), self.engine.connect() as conn:
                 conn.execution_options(hubkit_write=True)
                 with conn.begin():
                     yield SaTx(conn)
             return
-        with self._session() as s:
+        with self._guarded(), self._session() as s:
             s.cur.execute("BEGIN IMMEDIATE")
             try:
                 yield AdbcTx(s, self._modules()[1])
@@ -271,7 +284,7 @@ class Store:
             # all of it and holds text later cannot be read that way. SQLAlchemy can.
             if not (self._fast and "Type mismatch" in str(exc)):
                 raise
-        with self.engine.connect() as conn:
+        with self._guarded(), self.engine.connect() as conn:
             return SaTx(conn).frame(stmt, schema)
 
 
