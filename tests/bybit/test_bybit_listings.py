@@ -19,7 +19,7 @@ def test_listings_and_delistings_seen_through_the_simulator(
     gone = threading.Event()
 
     def deleted(change: Change) -> None:
-        if change.source is Source.LOCAL and change.op is Op.DELETE:
+        if change.source is Source.REMOTE and change.op is Op.DELETE:  # part of the snapshot
             gone.set()
 
     with InstrumentProvider(
