@@ -201,7 +201,7 @@ def libpq_uri(url: str | sa.URL) -> str:
 
 def connect(url: str | sa.URL) -> Connection:
     """An ADBC connection (autocommit off: the caller commits) to a PostgreSQL URL."""
-    import adbc_driver_postgresql.dbapi as pgdbapi  # type: ignore[import-untyped]
+    import adbc_driver_postgresql.dbapi as pgdbapi
 
     try:
         conn: Connection = pgdbapi.connect(libpq_uri(url))
