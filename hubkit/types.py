@@ -26,6 +26,7 @@ __all__ = [
     "ChangeHandler",
     "Connection",
     "ErrorHandler",
+    "FrameLost",
     "Gap",
     "Message",
     "Op",
@@ -135,7 +136,19 @@ class Reconnected:
     down_since: datetime
 
 
-StreamEvent = Message | Reconnected
+@dataclass(frozen=True)
+class FrameLost:
+    """A frame of the stream did not decode and was skipped: its rows are missing.
+
+    ``topic`` is the frame's topic, or None when the frame was too broken to tell (then any
+    topic may have lost rows); ``error`` says what was wrong with it. A stream yields it in
+    arrival order, so rows before it were sent before the lost frame."""
+
+    topic: str | None
+    error: HubkitError
+
+
+StreamEvent = Message | Reconnected | FrameLost
 
 
 @runtime_checkable

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hubkit.connections.wsdecode import RawFrame, decode_run, runs
+from hubkit.connections.wsdecode import RawFrame, decode_run_events, runs
 from hubkit.errors import DecodeError, HubkitError
 from hubkit.types import StreamEvent
 
@@ -29,7 +29,7 @@ class Failure:
 
 END = object()  # queue sentinel: the stream was closed
 
-QueueItem = Any  # RawFrame | Reconnected | Failure | END
+QueueItem = Any  # RawFrame | Reconnected | FrameLost | Failure | END
 
 
 @dataclass
@@ -46,7 +46,8 @@ async def coalesce(
     """The events of ``channel`` in order, waiting frames merged into ``Message``s by run.
 
     Ends at ``END`` (or a closed, drained channel); raises the error of a ``Failure``.
-    Frames that do not decode go to ``report`` and are skipped whole.
+    Frames that do not decode go to ``report`` and are skipped whole; a ``FrameLost`` takes
+    the place of each.
     """
     queue = channel.queue
     carry: QueueItem | None = None
@@ -75,6 +76,5 @@ async def coalesce(
                 break
             waiting.append(nxt)
         for run in runs(waiting):
-            message = decode_run(run, report)
-            if message is not None:
-                yield message
+            for event in decode_run_events(run, report):
+                yield event

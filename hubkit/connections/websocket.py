@@ -15,6 +15,7 @@
         match event:
             case Message(topic=topic, frame=frame): ...
             case Reconnected(down_since=since): ...   # rows since ``since`` may be missing
+            case FrameLost(topic=topic): ...          # a frame of ``topic`` did not decode
 
 Promises:
 
@@ -34,7 +35,10 @@ Promises:
 - A frame that does not decode (not JSON, wrong types, missing fields, rows that
   ``spec.from_wire`` refuses, a topic without decoder) is skipped whole and reported to
   ``on_error`` as ``DecodeError`` naming the field; the stream goes on. Nothing partial from
-  a frame is ever yielded.
+  a frame is ever yielded. Except for a topic without decoder (nothing of it is wanted),
+  ``messages()`` then yields ``FrameLost(topic, error)`` where the frame's rows would have
+  been (``topic`` None when the frame was not readable enough to tell), so a consumer can
+  fetch what it lost (``WebSocketSubscription`` backfills those rows over REST).
 - Backpressure: frames wait in a bounded queue (``max_buffer`` frames) between the reader and
   ``messages()``. When it is full the reader stops reading; ``websockets`` then stops reading
   the socket once its own small buffer fills, and TCP flow control slows the sender. Nothing
@@ -90,7 +94,7 @@ from hubkit.errors import (
     RemoteTimeout,
     TransportError,
 )
-from hubkit.types import Connection, ErrorHandler, Reconnected, StreamEvent
+from hubkit.types import Connection, ErrorHandler, FrameLost, Reconnected, StreamEvent
 
 __all__ = ["WebSocketConnection"]
 
@@ -533,13 +537,14 @@ class WebSocketConnection(RestVerbs):
 
     # -- frames ---------------------------------------------------------------------------
 
-    def _handle(self, raw: bytes | str) -> RawFrame | None:
-        """Parse one frame: control frames are acted on here, data frames are returned."""
+    def _handle(self, raw: bytes | str) -> RawFrame | FrameLost | None:
+        """Parse one frame: control frames are acted on here, data frames are returned; a
+        frame that does not decode is reported and becomes a ``FrameLost``."""
         try:
             event = self._parse(raw)
         except DecodeError as exc:
             self._decode_failed(exc)
-            return None
+            return FrameLost(None, exc)
         if type(event) is WsData:
             self.frames_received += 1
             decoder = self._decoder_for(event.topic)
@@ -548,10 +553,9 @@ class WebSocketConnection(RestVerbs):
             try:
                 items = decoder.rows(event.data)
             except Exception as exc:
-                self._decode_failed(
-                    as_decode_error(exc, "cannot extract rows", "data"), event.topic
-                )
-                return None
+                error = as_decode_error(exc, "cannot extract rows", "data")
+                self._decode_failed(error, event.topic)
+                return FrameLost(event.topic, error)
             return RawFrame(event.topic, event.kind, items, decoder, time.monotonic())
         if type(event) is WsAck:
             self._acks.on_ack(event)

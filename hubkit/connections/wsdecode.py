@@ -26,7 +26,7 @@ import msgspec
 import polars as pl
 
 from hubkit.errors import DecodeError
-from hubkit.types import Message
+from hubkit.types import FrameLost, Message
 
 if TYPE_CHECKING:
     from hubkit.entity import EntitySpec
@@ -40,6 +40,7 @@ __all__ = [
     "TopicDecoders",
     "TypedRows",
     "decode_run",
+    "decode_run_events",
     "default_extract",
     "renamed",
     "runs",
@@ -187,6 +188,18 @@ def runs(frames: Sequence[RawFrame]) -> list[list[RawFrame]]:
 def decode_run(run: Sequence[RawFrame], report: Report) -> Message | None:
     """One ``Message`` with the rows of every frame in ``run`` that decodes; bad frames are
     reported and skipped whole. None when no frame decodes."""
+    messages = [e for e in decode_run_events(run, report) if isinstance(e, Message)]
+    if not messages:
+        return None
+    if len(messages) == 1 and messages[0].received_at == run[0].received_at:
+        return messages[0]
+    merged = pl.concat([m.frame for m in messages], how="vertical")
+    return Message(run[0].topic, merged, run[0].kind, run[0].received_at)
+
+
+def decode_run_events(run: Sequence[RawFrame], report: Report) -> list[Message | FrameLost]:
+    """``decode_run``, keeping the place of each bad frame: the rows before it as one
+    ``Message``, a ``FrameLost`` for it, the rows after it as the next ``Message``."""
     first = run[0]
     spec = first.decoder.spec
     if len(run) > 1:
@@ -195,20 +208,31 @@ def decode_run(run: Sequence[RawFrame], report: Report) -> Message | None:
         except Exception:
             pass  # find the bad frames one by one below
         else:
-            return Message(first.topic, frame, first.kind, first.received_at)
-    frames: list[pl.DataFrame] = []
+            return [Message(first.topic, frame, first.kind, first.received_at)]
+    out: list[Message | FrameLost] = []
+    good: list[pl.DataFrame] = []
+    good_at = first.received_at
+
+    def flush() -> None:
+        if good:
+            merged = pl.concat(good, how="vertical") if len(good) > 1 else good[0]
+            out.append(Message(first.topic, merged, first.kind, good_at))
+            good.clear()
+
     for raw in run:
         try:
-            frames.append(frame_of(spec, [raw.items]))
+            decoded = frame_of(spec, [raw.items])
         except Exception as exc:
-            # Typed rows and JSON objects go through the same conversion
-            # (``hubkit.entity.decode``): the error names the field, nothing else would
-            # accept the frame.
-            report(as_decode_error(exc, "rows do not decode", None), raw.topic)
-    if not frames:
-        return None
-    merged = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
-    return Message(first.topic, merged, first.kind, first.received_at)
+            error = as_decode_error(exc, "rows do not decode", None)
+            report(error, raw.topic)
+            flush()
+            out.append(FrameLost(raw.topic, error))
+            continue
+        if not good:
+            good_at = raw.received_at
+        good.append(decoded)
+    flush()
+    return out
 
 
 def _sort_of(rows: Rows) -> int:

@@ -4,6 +4,7 @@ the cursor, and fill gaps after outages (the decisions live in ``hubkit.gapfill`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -16,13 +17,12 @@ import polars as pl
 
 from hubkit.errors import DecodeError, SyncError, ValidationError
 from hubkit.gapfill import (
-    RecentRows,
     StreamPosition,
-    partition_positions,
     plan_partitioned_gap_fill,
     positions_from_cursor,
-    positions_to_cursor,
+    split_partitions,
 )
+from hubkit.lossfill import Losses, must_pause, must_pause_reading, note_loss
 from hubkit.policies._common import (
     Backfill,
     _connection,
@@ -32,9 +32,12 @@ from hubkit.policies._common import (
     _streaming,
     backoff_delay,
 )
+from hubkit.policies._streamstore import STALL_AFTER, StreamStore
 from hubkit.types import (
     Connection,
+    FrameLost,
     Gap,
+    Message,
     Reconnected,
     StreamEvent,
     StreamingConnection,
@@ -48,9 +51,6 @@ if TYPE_CHECKING:
 __all__ = ["WebSocketSubscription"]
 
 _log = logging.getLogger("hubkit.policies")
-
-# A stream's cursor is committed with its rows at most this often (seconds).
-_CURSOR_EVERY = 1.0
 
 
 def _time_column(spec: EntitySpec, wanted: str | None) -> str | None:
@@ -93,10 +93,24 @@ class WebSocketSubscription:
     one sink subscribes to the trades of several symbols): positions and gap decisions are
     then kept per value, and ``since`` is the oldest of their positions.
 
+    A frame the connection could not decode (a ``FrameLost`` event) is a gap too: the
+    partitions it concerns (the one its topic names, else all) are backfilled as after a
+    reconnect, from where each stood before the lost frame; the DecodeError still reaches the
+    error handler, and a GAP is emitted only when the backfill cannot reach back.
+
     Messages are read while the previous batch is being stored (at most ``max_buffer``
     waiting; beyond that the stream is not read, which lets the connection push back), and
     stored together: one transaction and one REMOTE change per batch. The cursor is
     committed with a batch at most once a second and when the policy stops.
+
+    A write the store refuses for a while (another process holds the write lock, the disk
+    is full) loses nothing: the rows are kept and the write retried with backoff (0.5 s
+    doubling to 5 s); the error shows in ``status().last_error`` (and ``OUT_OF_SYNC``) until
+    a write succeeds, then it is cleared. Meanwhile the stream is still read, into memory,
+    until ``max_held_rows`` rows wait (500,000 by default, about 100 MB of trades); beyond
+    that reading pauses and the connection pushes back. Only if the server then drops the
+    connection and the backfill after the reconnect cannot reach back is a GAP emitted.
+    Rows still held when the sink closes are logged at WARNING with their count.
 
     ``merge_deltas``: a ``Message`` of kind "delta" carries only changed fields (nulls
     elsewhere); they are merged into the current local row before storing.
@@ -115,6 +129,7 @@ class WebSocketSubscription:
     partition: str | None = None
     dedupe_window: int = 100_000
     max_buffer: int = 1_000
+    max_held_rows: int = 500_000
     merge_deltas: bool = True
     max_backoff: timedelta | float = timedelta(seconds=30)
 
@@ -147,12 +162,14 @@ class WebSocketSubscription:
         try:
             await stream.load_positions()
             await stream.fill(_now(), report_gap=False)
+            await stream._drain()
         finally:
             await stream.close()
 
 
-class _Stream:
-    """The state of one run of a ``WebSocketSubscription``: positions, dedupe window, backoff."""
+class _Stream(StreamStore):
+    """The state of one run of a ``WebSocketSubscription``: positions, dedupe window, backoff,
+    the rows waiting to be stored and the one write in flight."""
 
     def __init__(
         self,
@@ -160,20 +177,19 @@ class _Stream:
         ctx: SyncContext,
         connection: StreamingConnection | None,
     ) -> None:
+        if policy.partition is not None and policy.partition not in ctx.spec.schema:
+            raise SyncError(f"partition {policy.partition!r} is not a column of {ctx.spec.table}")
+        super().__init__(
+            ctx,
+            time_column=_time_column(ctx.spec, policy.time_column),
+            partition=policy.partition,
+            dedupe_window=policy.dedupe_window,
+        )
         self.policy = policy
-        self.ctx = ctx
         self.connection = connection
-        self.spec = ctx.spec
-        self.key = tuple(ctx.spec.key)
-        self.time_column = _time_column(ctx.spec, policy.time_column)
-        self.partition = policy.partition
-        if self.partition is not None and self.partition not in ctx.spec.schema:
-            raise SyncError(f"partition {self.partition!r} is not a column of {ctx.spec.table}")
-        self.recent = RecentRows(self.key, policy.dedupe_window)
-        self.positions: dict[str, StreamPosition] = {}
         self.rest_connected = False
-        self._cursor_at = -_CURSOR_EVERY  # monotonic time of the last cursor commit
-        self._unsaved = False  # positions moved since the last cursor commit
+        self.origin = _now()  # when the stream (re)started delivering
+        self.losses: Losses | None = None
 
     async def close(self) -> None:
         if self.rest_connected and self.policy.rest is not None:
@@ -185,23 +201,7 @@ class _Stream:
 
     async def load_positions(self) -> None:
         self.positions = positions_from_cursor((await self.ctx.state()).cursor)
-
-    @staticmethod
-    def _newer(old: StreamPosition | None, new: StreamPosition) -> bool:
-        return old is None or old.time is None or new.time is None or new.time >= old.time
-
-    def _advance(self, found: Mapping[str, StreamPosition]) -> None:
-        """Move positions forward (never back: a late message does not rewind them)."""
-        for name, position in found.items():
-            if self._newer(self.positions.get(name), position):
-                self.positions[name] = position
-
-    def _cursor_after(self, found: Mapping[str, StreamPosition]) -> str:
-        merged = dict(self.positions)
-        for name, position in found.items():
-            if self._newer(merged.get(name), position):
-                merged[name] = position
-        return positions_to_cursor(merged)
+        self.seen = dict(self.positions)
 
     async def run(self) -> None:
         assert self.connection is not None
@@ -234,8 +234,8 @@ class _Stream:
                 except DecodeError as exc:
                     ctx.report_error(exc)  # the stream itself refused a frame; it goes on
                 except Exception as exc:
-                    # e.g. the store was locked or the connection gave up: rows may be lost,
-                    # so backfill from the last stored position once we can
+                    # e.g. the store refused rows or the connection gave up: rows may be
+                    # lost, so backfill from the last stored position once we can
                     ctx.report_error(exc)
                     ctx.set_status(SyncStatus.OUT_OF_SYNC)
                     down_since = down_since or _now()
@@ -244,46 +244,69 @@ class _Stream:
                     failures += 1
                 await asyncio.sleep(backoff_delay(failures, cap=_seconds(policy.max_backoff)))
         finally:
+            await self._finish_writes()
             await self._save_position()
+
+    # -- reading the stream -------------------------------------------------------------------
 
     async def _consume(self) -> None:
         """Read the stream into a bounded buffer while the previous batch is being stored, so
         whatever arrives during one store write is stored together in the next: under load
-        the batches grow and the per-write cost is shared by more rows. Returns when the
+        the batches grow and the per-write cost is shared by more rows. While the store does
+        not take rows, reading goes on until ``max_held_rows`` rows wait. Returns when the
         iteration ends; raises what it raised."""
         assert self.connection is not None
         messages = self.connection.messages()
         buffer: deque[StreamEvent] = deque()
-        ready = asyncio.Event()
+        buffered_rows = 0
+        wake = self.wake
         room = asyncio.Event()
         room.set()
         outcome: list[BaseException | None] = []
-        limit = self.policy.max_buffer
+        policy = self.policy
+
+        def paused() -> bool:
+            return must_pause_reading(
+                buffered_events=len(buffer),
+                max_buffer=policy.max_buffer,
+                held_rows=self.held_rows + buffered_rows,
+                max_held_rows=policy.max_held_rows,
+                stalled=self._stalled(),
+            )
 
         async def read() -> None:
+            nonlocal buffered_rows
             try:
                 async for event in messages:
                     buffer.append(event)
-                    ready.set()
-                    if len(buffer) >= limit:  # backpressure: stop reading the stream
+                    if isinstance(event, Message):
+                        buffered_rows += event.frame.height
+                    wake.set()
+                    while paused():  # backpressure: stop reading the stream
                         room.clear()
-                        await room.wait()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(room.wait(), STALL_AFTER / 4)
                 outcome.append(None)
             except Exception as exc:
                 outcome.append(exc)
             finally:
-                ready.set()
+                wake.set()
 
         reader = asyncio.create_task(read(), name="hubkit-stream-reader")
         try:
             while True:
-                await ready.wait()
-                ready.clear()
-                events = list(buffer)
-                buffer.clear()
-                room.set()
+                await self._wait_for_work()
+                wake.clear()
+                self._reap_write()
+                events: list[StreamEvent] = []
+                if not must_pause(self.held_rows, policy.max_held_rows):
+                    events = list(buffer)
+                    buffer.clear()
+                    buffered_rows = 0
+                    room.set()
                 if events:
                     await self._handle(events)
+                self._start_write()
                 if outcome and not buffer:
                     error = outcome[0]
                     if error is not None:
@@ -294,66 +317,65 @@ class _Stream:
                 reader.cancel()
                 await asyncio.gather(reader, return_exceptions=True)
 
+    async def _wait_for_work(self) -> None:
+        """Until events arrive, the write in flight ends, or a failed write is due again."""
+        if self.wake.is_set():
+            return
+        timeout = None
+        if self.retry_at is not None and self.writer is None:
+            timeout = max(0.0, self.retry_at - time.monotonic())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), timeout)
+
     async def _handle(self, events: Sequence[StreamEvent]) -> None:
-        """Store a run of stream events in order: consecutive messages as one batch."""
+        """Queue a run of stream events for the store in order: consecutive messages as one
+        batch; a reconnect or a lost frame backfills the rows that may be missing."""
         ctx = self.ctx
         frames: list[pl.DataFrame] = []
         for event in events:
             if isinstance(event, Reconnected):
-                await self._store(frames)
+                self._hold(frames)
                 frames = []
                 ctx.note_reconnect()
                 await self.fill(event.down_since)
+                self.origin = _now()
+                continue
+            if isinstance(event, FrameLost):
+                self._hold(frames)
+                frames = []
+                self.losses = note_loss(
+                    self.losses,
+                    event.topic,
+                    self.seen,
+                    partition=self.partition,
+                    origin=self.origin,
+                )
                 continue
             try:
                 if event.kind == "delta" and self.policy.merge_deltas:
-                    await self._store(frames)  # a delta merges into the rows stored before it
-                    frames = [self.spec.to_frame(await self._merge_delta(event.frame))]
-                    await self._store(frames)
+                    self._hold(frames)  # a delta merges into the rows stored before it
                     frames = []
+                    await self._drain()
+                    self._hold([self.spec.to_frame(await self._merge_delta(event.frame))])
+                    await self._drain()
                 else:
                     frames.append(self.spec.to_frame(event.frame))
             except (DecodeError, ValidationError) as exc:
                 ctx.report_error(exc)  # a malformed message: nothing of it is stored
-        await self._store(frames)
+        self._hold(frames)
+        if self.losses is not None:
+            await self._fill_losses()
 
-    async def _store(self, frames: Sequence[pl.DataFrame]) -> None:
-        if not frames:
-            return
-        frame = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical")
-        fresh = self.recent.fresh(frame, remember=False)
-        found = partition_positions(
-            frame, key=self.key, time_column=self.time_column, partition=self.partition
+    async def _fill_losses(self) -> None:
+        """Backfill the partitions lost frames concerned, from where each stood."""
+        losses, self.losses = self.losses, None
+        assert losses is not None
+        await self.fill(
+            losses.origin,
+            positions=losses.known_positions(),
+            only=losses.only,
+            what=f"{losses.count} frame(s) that did not decode",
         )
-        if fresh.height:
-            await self.ctx.apply_remote(fresh, cursor=self._cursor_if_due(found))
-            self.recent.remember(fresh)
-        elif found:
-            self._unsaved = True
-        # rows arrived (new or already stored): the stream is live and current
-        self.ctx.set_status(SyncStatus.REMOTE_DATA_RECEIVED)
-        self._advance(found)
-
-    def _cursor_if_due(self, found: Mapping[str, StreamPosition]) -> str | None:
-        """The cursor to commit with this batch, at most once per ``_CURSOR_EVERY`` seconds
-        (a state write per message would double the cost of storing a stream); the last
-        position is saved when the policy stops."""
-        now = time.monotonic()
-        if now - self._cursor_at < _CURSOR_EVERY:
-            self._unsaved = True
-            return None
-        self._cursor_at = now
-        self._unsaved = False
-        return self._cursor_after(found)
-
-    async def _save_position(self) -> None:
-        if not self._unsaved or not self.positions:
-            return
-        self._unsaved = False
-        try:
-            await self.ctx.apply_remote(self.spec.to_frame([]), cursor=self._cursor_after({}))
-        except Exception as exc:
-            _log.debug("saving the stream position failed: %s", exc)
 
     async def _merge_delta(self, delta: pl.DataFrame) -> pl.DataFrame:
         """Fill the fields a delta leaves out (missing or null) from the current local row."""
@@ -402,17 +424,34 @@ class _Stream:
             self.rest_connected = True
         return await policy.rest.fetch(self.spec, params)
 
-    async def fill(self, down_since: datetime, *, report_gap: bool = True) -> None:
-        """Backfill after an outage that began at ``down_since``; emit a GAP per partition
-        that the backfill cannot prove continuous."""
+    async def fill(
+        self,
+        down_since: datetime,
+        *,
+        report_gap: bool = True,
+        positions: Mapping[str, StreamPosition] | None = None,
+        only: frozenset[str] | None = None,
+        what: str = "the stream went down",
+    ) -> None:
+        """Backfill after an outage that began at ``down_since`` (or lost frames); emit a GAP
+        per partition that the backfill cannot prove continuous. ``positions``: where the
+        partitions stood (default: where the received rows end); ``only``: the partitions
+        concerned (default: all)."""
         ctx, policy = self.ctx, self.policy
         now = _now()
-        known = [p.time for p in self.positions.values() if p.time is not None]
+        stood = dict(self.seen if positions is None else positions)
+        if only is not None:
+            stood = {name: p for name, p in stood.items() if name in only}
+        known = [p.time for p in stood.values() if p.time is not None]
         since = min([*known, down_since]) if known else down_since
         if not self.can_backfill():
             if report_gap:
                 await ctx.emit_gap(
-                    Gap(start=since, end=max(since, now), reason="no backfill is configured")
+                    Gap(
+                        start=since,
+                        end=max(since, now),
+                        reason=f"{what}; no backfill is configured",
+                    )
                 )
             return
         try:
@@ -423,33 +462,33 @@ class _Stream:
             ctx.report_error(exc)
             if report_gap:
                 await ctx.emit_gap(
-                    Gap(start=since, end=max(since, now), reason=f"the backfill failed: {exc}")
+                    Gap(
+                        start=since,
+                        end=max(since, now),
+                        reason=f"{what}; the backfill failed: {exc}",
+                    )
                 )
             return
+        if only is not None:
+            parts = split_partitions(backfill, self.partition)
+            kept = [frame for name, frame in parts.items() if name in only]
+            backfill = pl.concat(kept, how="vertical") if kept else backfill.clear()
         plan = plan_partitioned_gap_fill(
             backfill,
             key=self.key,
             time_column=self.time_column,
             partition=self.partition,
-            positions=self.positions,
+            positions=stood,
             down_since=down_since,
             now=now,
             complete=policy.backfill_complete,
         )
         rows = self.recent.fresh(plan.rows, remember=False)
         rows = await self._drop_stored(rows)
-        found = partition_positions(
-            plan.rows, key=self.key, time_column=self.time_column, partition=self.partition
-        )
-        if rows.height:
-            await ctx.apply_remote(rows, cursor=self._cursor_after(found))
-            self._cursor_at = time.monotonic()
-            self.recent.remember(rows)
-        elif found:
-            self._unsaved = True
+        self._hold([rows], cursor_now=True)
+        self._start_write()
         # the remote answered: what it has is stored (a GAP says what it could not prove)
         ctx.set_status(SyncStatus.REMOTE_DATA_RECEIVED)
-        self._advance(found)
         if report_gap:
             for gap in plan.gaps:
                 await ctx.emit_gap(gap)
@@ -458,7 +497,13 @@ class _Stream:
         """Rows whose stored version is identical are not applied again (no REMOTE event)."""
         if rows.height == 0:
             return rows
-        stored = await self.ctx.rows(rows.select(list(self.key)))
+        try:
+            stored = await self.ctx.rows(rows.select(list(self.key)))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # storing them again is harmless (an upsert)
+            _log.debug("reading stored rows before a backfill failed: %s", exc)
+            return rows
         if stored.height == 0:
             return rows
         stored = stored.select(rows.columns)

@@ -254,6 +254,11 @@ class SinkContext:
         """Hand an error to the error handler (on the loop thread); recorded in ``status()``."""
         self._core.report_error(exc)
 
+    def error_resolved(self, text: str) -> None:
+        """The condition behind an error reported earlier is over (e.g. the store takes writes
+        again): ``status().last_error`` is cleared if it still shows ``text``."""
+        self._core.events.clear_error(text)
+
     def set_status(self, status: SyncStatus) -> None:
         """Set ``sync_status``. While writes wait to be pushed, "pushed" is not true:
         ``LOCAL_DATA_PUSHED`` stays ``OUT_OF_SYNC`` and ``FULL_SYNC`` becomes

@@ -103,6 +103,11 @@ class Events:
         self.last_error = f"{type(error).__name__}: {error}"
         self.call_soon(self._call_error_handler, error)
 
+    def clear_error(self, text: str) -> None:
+        """Forget ``last_error`` if it is ``text`` (a newer, different error stays)."""
+        if self.last_error == text:
+            self.last_error = None
+
     def _dispatch(self, change: Change) -> None:
         for subscription in self._handlers:
             if subscription.closed:
