@@ -64,7 +64,7 @@ def compare_trades(
     until = datetime.fromtimestamp(until_ms / 1000, tz=UTC)
     columns = ["exec_id", *FIELDS]
     mine = stored.select(columns)
-    truth = truth.select(columns).cast(dict(mine.schema))
+    truth = truth.select(columns).cast(mine.schema)
     lost_ids: list[str] = []
     expected = 0
     for symbol in symbols:
