@@ -100,6 +100,18 @@ def _compile(stmt: Executable, dialect: Dialect) -> tuple[str, tuple[Any, ...]]:
     return state.statement, tuple(params)
 
 
+def sqlite_pragmas(busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> tuple[str, ...]:
+    """The pragmas of every connection hubkit opens on a SQLite file."""
+    return (
+        f"PRAGMA busy_timeout = {int(busy_timeout_ms)}",  # first: the next may wait for a lock
+        "PRAGMA journal_mode = WAL",
+        "PRAGMA synchronous = NORMAL",
+    )
+
+
+SQLITE_PRAGMAS: Final = sqlite_pragmas()
+
+
 class AdbcSession:
     """One ADBC SQLite connection in autocommit mode (hubkit issues BEGIN/COMMIT itself).
 
@@ -107,7 +119,9 @@ class AdbcSession:
     ADBC refuses to close a connection whose statements are open.
     """
 
-    def __init__(self, dbapi: ModuleType, path: str) -> None:
+    def __init__(
+        self, dbapi: ModuleType, path: str, pragmas: tuple[str, ...] = SQLITE_PRAGMAS
+    ) -> None:
         conn = dbapi.connect(path, autocommit=True)
         try:
             cur = conn.cursor()
@@ -115,7 +129,7 @@ class AdbcSession:
                 cur.adbc_statement.set_options(
                     **{"adbc.sqlite.query.batch_rows": str(_ADBC_BATCH_ROWS)}
                 )
-                for pragma in SQLITE_PRAGMAS:
+                for pragma in pragmas:
                     cur.execute(pragma)
                     cur.fetchall()
             except BaseException:
@@ -174,13 +188,6 @@ class Pool:
         for session in sessions:
             with suppress(Exception):  # best effort: nothing is pending on an idle session
                 session.close()
-
-
-SQLITE_PRAGMAS: Final = (
-    f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",  # first: the next pragma may wait for a lock
-    "PRAGMA journal_mode = WAL",
-    "PRAGMA synchronous = NORMAL",
-)
 
 
 class AdbcTx:
@@ -312,7 +319,9 @@ def chunks(items: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
         yield items[i : i + n]
 
 
-def configure_sqlite(engine: sa.Engine, *, wal: bool) -> None:
+def configure_sqlite(
+    engine: sa.Engine, *, wal: bool, pragmas: tuple[str, ...] = SQLITE_PRAGMAS
+) -> None:
     """Pragmas on every pysqlite connection, and ``BEGIN IMMEDIATE`` for hubkit's writes."""
 
     @event.listens_for(engine, "connect")
@@ -320,7 +329,7 @@ def configure_sqlite(engine: sa.Engine, *, wal: bool) -> None:
         dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
         cur = dbapi_conn.cursor()
         try:
-            for pragma in SQLITE_PRAGMAS if wal else SQLITE_PRAGMAS[:1]:
+            for pragma in pragmas if wal else pragmas[:1]:
                 cur.execute(pragma)
         finally:
             cur.close()

@@ -22,8 +22,8 @@ from hubkit.errors import ClosedError, HubkitError, StoreError
 from hubkit.sqlite_guard import SqliteGuard
 from hubkit.store.codec import json_text
 from hubkit.store.engine import (
+    BUSY_TIMEOUT_MS,
     OUTBOX_TABLE,
-    SQLITE_PRAGMAS,
     STATE_TABLE,
     AdbcSession,
     AdbcTx,
@@ -31,6 +31,7 @@ from hubkit.store.engine import (
     SaTx,
     Tx,
     configure_sqlite,
+    sqlite_pragmas,
 )
 from hubkit.store.outbox import bookkeeping_tables
 from hubkit.store.table import TableStore
@@ -67,7 +68,8 @@ class Store:
     SQLAlchemy URL, or None for ``default_store_url()``. ``fast`` chooses the Arrow/ADBC
     path for SQLite files (default: on for SQLite files, off otherwise; ``False`` forces
     plain SQLAlchemy). Use as a context manager or call ``close()``; a closed store raises
-    ``ClosedError`` and cannot be reopened (create a new one).
+    ``ClosedError`` and cannot be reopened (create a new one). ``busy_timeout``: how long
+    (seconds) a SQLite write waits for another process's lock before it fails (default 30).
     """
 
     def __init__(
@@ -75,8 +77,10 @@ class Store:
         url: str | os.PathLike[str] | sa.URL | None = None,
         *,
         fast: bool | None = None,
+        busy_timeout: float = BUSY_TIMEOUT_MS / 1000,
     ) -> None:
         self.url: str = store_url(url)
+        self._pragmas = sqlite_pragmas(round(busy_timeout * 1000))
         parsed = sa.make_url(self.url)
         is_sqlite = parsed.get_backend_name() == "sqlite"
         database = parsed.database or ""
@@ -99,7 +103,7 @@ class Store:
         except (sa.exc.SQLAlchemyError, ImportError, ValueError) as exc:
             raise StoreError(f"cannot open store {self.url!r}: {exc}") from exc
         if is_sqlite:
-            configure_sqlite(self.engine, wal=not memory)
+            configure_sqlite(self.engine, wal=not memory, pragmas=self._pragmas)
         self.state_table, self.outbox_table, self._outbox_index = bookkeeping_tables()
         self._lock = threading.Lock()
         self._tables: dict[str, TableStore] = {}
@@ -112,7 +116,7 @@ class Store:
         # (ADBC complains when a connection is left for the garbage collector at exit).
         # One idle connection of each SQLite library on the file while the store uses it,
         # closed after the store's own (see hubkit.sqlite_guard).
-        self._guard = SqliteGuard(self._sqlite_path or "", SQLITE_PRAGMAS)
+        self._guard = SqliteGuard(self._sqlite_path or "", self._pragmas)
         self._finalizer = weakref.finalize(self, self._guard.close, self._pool.close)
 
     def __repr__(self) -> str:
@@ -233,7 +237,7 @@ class Store:
                 self.engine.dispose(close=False)
         session = self._pool.take()
         if session is None:
-            session = AdbcSession(dbapi, self._sqlite_path)
+            session = AdbcSession(dbapi, self._sqlite_path, self._pragmas)
         healthy = False
         try:
             yield session
