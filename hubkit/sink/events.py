@@ -4,6 +4,12 @@ Changes are queued in commit order (``queue`` is called under the sink's write l
 after the store commit and the cache update) and handed to the handlers on hubkit's loop
 thread, one at a time. A handler's exception, and every error from background work, goes to
 the error handler (default: a WARNING log line) and never stops the sink.
+
+An async handler (one that returns an awaitable) has at most one call running: changes that
+arrive meanwhile wait for it, and consecutive ones of the same source and kind are merged
+into one change (their frames concatenated in order), so a handler slower than the stream
+gets fewer, larger changes instead of an ever-growing number of pending tasks. Closing the
+sink cancels a call still running and logs, per handler, what was not delivered.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from hubkit.errors import HubkitError, SyncError, as_hubkit
+from hubkit.sink.delivery import append_change
 from hubkit.types import Change, ChangeHandler, ErrorHandler
 
 __all__ = ["Events", "Subscription"]
@@ -32,6 +39,8 @@ class Subscription:
         self._events = events
         self.handler = handler
         self.closed = False
+        self.running: asyncio.Future[Any] | None = None  # the async call in flight
+        self.waiting: list[Change] = []  # changes for the next async call (merged)
 
     def close(self) -> None:
         if not self.closed:
@@ -65,6 +74,7 @@ class Events:
         self._error_handler: ErrorHandler = self._log_error
         self.background: set[asyncio.Future[Any]] = set()
         self.last_error: str | None = None
+        self.closing = False  # no new async handler calls start
 
     # -- subscriptions ------------------------------------------------------------------------
 
@@ -112,22 +122,63 @@ class Events:
         for subscription in self._handlers:
             if subscription.closed:
                 continue
-            try:
-                outcome = subscription.handler(change)
-                if inspect.isawaitable(outcome):
-                    task = asyncio.ensure_future(outcome)
-                    self.background.add(task)
-                    task.add_done_callback(self._handler_task_done)
-            except Exception as exc:
-                self.report_error(self._handler_error(subscription, exc))
+            if subscription.running is not None:  # an async call runs: this change waits
+                append_change(subscription.waiting, change)
+                continue
+            self._call(subscription, change)
 
-    def _handler_task_done(self, task: asyncio.Future[Any]) -> None:
-        self.background.discard(task)
-        if task.cancelled():
+    def _call(self, subscription: Subscription, change: Change) -> None:
+        try:
+            outcome = subscription.handler(change)
+        except Exception as exc:
+            self.report_error(self._handler_error(subscription, exc))
             return
-        exc = task.exception()
-        if exc is not None:
-            self.report_error(self._handler_error(None, exc))
+        if not inspect.isawaitable(outcome):
+            return
+        if self.closing:  # too late to run it: say so instead of leaving it to the collector
+            close = getattr(outcome, "close", None)
+            if callable(close):
+                close()
+            self._log_undelivered(subscription, [change], running=False)
+            return
+        task = asyncio.ensure_future(outcome)
+        subscription.running = task
+        self.background.add(task)
+        task.add_done_callback(lambda done: self._handler_task_done(subscription, done))
+
+    def _handler_task_done(self, subscription: Subscription, task: asyncio.Future[Any]) -> None:
+        self.background.discard(task)
+        subscription.running = None
+        if not task.cancelled():
+            exc = task.exception()
+            if exc is not None:
+                self.report_error(self._handler_error(subscription, exc))
+        if subscription.waiting and not subscription.closed and not self.closing:
+            change = subscription.waiting.pop(0)
+            self._call(subscription, change)
+
+    def abandon_async(self) -> None:
+        """The sink is closing: log, per async handler, the call still running and the
+        changes that will not be delivered (the calls are cancelled next)."""
+        self.closing = True
+        for subscription in self._handlers:
+            running = subscription.running is not None and not subscription.running.done()
+            if running or subscription.waiting:
+                self._log_undelivered(subscription, subscription.waiting, running=running)
+            subscription.waiting = []
+
+    def _log_undelivered(
+        self, subscription: Subscription, changes: list[Change], *, running: bool
+    ) -> None:
+        rows = sum(change.frame.height for change in changes)
+        _log.warning(
+            "sink %s: closing%s; %d change(s) (%d rows) not delivered to change handler %r",
+            self.name,
+            " cancels a running call" if running else "",
+            len(changes),
+            rows,
+            subscription.handler,
+        )
 
     @staticmethod
     def _handler_error(subscription: Subscription | None, exc: BaseException) -> HubkitError:

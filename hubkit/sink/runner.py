@@ -223,6 +223,7 @@ class Runner:
         core.closing = True
         try:
             await self.stop_policy(timeout)
+            core.events.abandon_async()  # logs what async handlers will not get
             background = core.events.background
             for task in list(background):
                 task.cancel()
