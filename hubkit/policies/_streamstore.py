@@ -133,6 +133,7 @@ class StreamStore:
             return
         if self.retry_at is not None and time.monotonic() < self.retry_at:
             return
+        self.write_started = time.monotonic()
         self.writer = asyncio.create_task(self._write(), name="hubkit-stream-writer")
         self.writer.add_done_callback(lambda _: self.wake.set())
 
@@ -166,7 +167,6 @@ class StreamStore:
         for item in items:
             self._merge(found, item.found)
         frames = [item.frame for item in items if item.frame.height]
-        self.write_started = time.monotonic()
         try:
             if frames:
                 frame = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical")

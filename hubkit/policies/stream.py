@@ -190,6 +190,7 @@ class _Stream(StreamStore):
         self.rest_connected = False
         self.origin = _now()  # when the stream (re)started delivering
         self.losses: Losses | None = None
+        self.urgent = asyncio.Event()  # a reconnect or a lost frame waits to be handled
 
     async def close(self) -> None:
         if self.rest_connected and self.policy.rest is not None:
@@ -281,6 +282,8 @@ class _Stream(StreamStore):
                     buffer.append(event)
                     if isinstance(event, Message):
                         buffered_rows += event.frame.height
+                    else:
+                        self.urgent.set()
                     wake.set()
                     while paused():  # backpressure: stop reading the stream
                         room.clear()
@@ -297,6 +300,7 @@ class _Stream(StreamStore):
             while True:
                 await self._wait_for_work()
                 wake.clear()
+                self.urgent.clear()
                 self._reap_write()
                 events: list[StreamEvent] = []
                 if not must_pause(self.held_rows, policy.max_held_rows):
@@ -318,7 +322,20 @@ class _Stream(StreamStore):
                 await asyncio.gather(reader, return_exceptions=True)
 
     async def _wait_for_work(self) -> None:
-        """Until events arrive, the write in flight ends, or a failed write is due again."""
+        """Until the write in flight ends (what arrived meanwhile is then handled together, so
+        under load batches grow) or stalls; then until events arrive, a write ends, or a
+        failed write is due again."""
+        writer, started = self.writer, self.write_started
+        if writer is not None and started is not None and not self._stalled():
+            # a reconnect or a lost frame is handled at once: its backfill must reach back
+            left = STALL_AFTER - (time.monotonic() - started)
+            if not self.urgent.is_set():
+                urgent = asyncio.ensure_future(self.urgent.wait())
+                await asyncio.wait(
+                    [writer, urgent], timeout=max(0.0, left), return_when=asyncio.FIRST_COMPLETED
+                )
+                urgent.cancel()
+            return
         if self.wake.is_set():
             return
         timeout = None
@@ -487,8 +504,10 @@ class _Stream(StreamStore):
         rows = await self._drop_stored(rows)
         self._hold([rows], cursor_now=True)
         self._start_write()
-        # the remote answered: what it has is stored (a GAP says what it could not prove)
-        ctx.set_status(SyncStatus.REMOTE_DATA_RECEIVED)
+        # the remote answered: what it has is stored (a GAP says what it could not prove),
+        # unless the store refuses writes for now
+        if self.retry_at is None:
+            ctx.set_status(SyncStatus.REMOTE_DATA_RECEIVED)
         if report_gap:
             for gap in plan.gaps:
                 await ctx.emit_gap(gap)
