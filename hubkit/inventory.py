@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
 
-from hubkit.errors import StoreError
+from hubkit.errors import NotFoundError, StoreError
 
 if TYPE_CHECKING:
     from hubkit.store import Store
@@ -101,12 +101,13 @@ class Inventory:
         return [t.name for t in self.tables]
 
     def table(self, name: str) -> TableInventory:
-        """The table called ``name``; ``KeyError`` naming the known tables when absent."""
+        """The table called ``name``; when absent, ``NotFoundError`` (a ``KeyError``) naming
+        the known tables."""
         for found in self.tables:
             if found.name == name:
                 return found
         known = ", ".join(self.names()) or "none"
-        raise KeyError(f"no hubkit table {name!r} in {self.url} (tables: {known})")
+        raise NotFoundError(f"no hubkit table {name!r} in {self.url} (tables: {known})")
 
 
 def store_inventory(store: Store | str | os.PathLike[str] | sa.URL | None = None) -> Inventory:
