@@ -107,7 +107,7 @@ class AdbcSession:
     ADBC refuses to close a connection whose statements are open.
     """
 
-    def __init__(self, dbapi: ModuleType, path: str) -> None:
+    def __init__(self, dbapi: ModuleType, path: str, pragmas: Sequence[str] | None = None) -> None:
         conn = dbapi.connect(path, autocommit=True)
         try:
             cur = conn.cursor()
@@ -115,7 +115,7 @@ class AdbcSession:
                 cur.adbc_statement.set_options(
                     **{"adbc.sqlite.query.batch_rows": str(_ADBC_BATCH_ROWS)}
                 )
-                for pragma in SQLITE_PRAGMAS:
+                for pragma in SQLITE_PRAGMAS if pragmas is None else pragmas:
                     cur.execute(pragma)
                     cur.fetchall()
             except BaseException:
