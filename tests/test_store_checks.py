@@ -329,3 +329,27 @@ def test_a_store_in_a_read_only_folder_is_read_and_refuses_writes(shared_dir: Pa
     assert out["new"] == f"cannot create store {data / 'new.db'}: its folder {data} is not writable"
     assert out["files"] == ["x.db"]
     assert out["after"] == [[[1, "a"]], "written"]
+
+
+def test_a_read_only_file_that_is_not_a_database_is_named(shared_dir: Path) -> None:
+    out = run_unprivileged(
+        shared_dir,
+        """
+        path = os.path.join(DATA, "junk.db")
+        with open(path, "wb") as f:
+            f.write(b"not sqlite" * 500)
+        os.chmod(path, 0o444)
+        for fast in (True, False):
+            try:
+                hubkit.Store(path, fast=fast).table(SPEC)
+            except hubkit.CorruptStoreError as exc:
+                out[f"error {fast}"] = [str(exc), exc.path]
+        out["files"] = files()
+        """,
+    )
+    path = str(shared_dir / "data" / "junk.db")
+    for fast in (True, False):
+        error = out[f"error {fast}"]
+        assert isinstance(error, list) and error[1] == path
+        assert f"{path} is not a SQLite database or is damaged" in error[0]
+    assert out["files"] == ["junk.db"]

@@ -239,7 +239,12 @@ class Store:
         """Third-party database errors -> StoreError (hubkit's own errors pass through)."""
         try:
             yield
-        except HubkitError:
+        except HubkitError as exc:
+            cause = exc.__cause__
+            if type(exc) is StoreError and cause is not None:  # e.g. the guard's open failed
+                better = store_error(what, cause, self._sqlite_path)
+                if type(better) is not StoreError:
+                    raise better from cause
             raise
         except sa.exc.SQLAlchemyError as exc:
             raise store_error(what, exc, self._sqlite_path) from exc
