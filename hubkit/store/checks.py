@@ -23,19 +23,22 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy.pool import NullPool
 
 from hubkit.entity import EntitySpec
 from hubkit.errors import CorruptStoreError, ReadOnlyStoreError, StoreError, StorePathError
-from hubkit.store.engine import BUSY_TIMEOUT_MS, SaTx, Tx
+from hubkit.store.engine import BUSY_TIMEOUT_MS, SQLITE, SaTx, _compile
+
+if TYPE_CHECKING:
+    from sqlalchemy.sql.base import Executable
 
 __all__ = [
     "FileAccess",
+    "Reads",
     "StoredTable",
     "file_access",
     "probe",
@@ -102,6 +105,14 @@ def readonly_target(path: str) -> str:
     return f"file:{quote(path)}?mode=ro" + ("" if pending else "&immutable=1")
 
 
+class Reads(Protocol):
+    """The reads ``stored_table`` needs (every ``hubkit.store.engine.Tx`` offers them)."""
+
+    def rows(self, stmt: Executable) -> list[tuple[Any, ...]]: ...
+
+    def column_names(self, table: str) -> list[str] | None: ...
+
+
 @dataclass(frozen=True)
 class StoredTable:
     """What the database holds for one table name (``columns`` None: no such table)."""
@@ -111,7 +122,7 @@ class StoredTable:
     state: tuple[str, Mapping[str, Any]] | None  # hubkit's (fingerprint, description)
 
 
-def stored_table(tx: Tx, name: str, state_table: sa.Table) -> StoredTable:
+def stored_table(tx: Reads, name: str, state_table: sa.Table) -> StoredTable:
     """Read what the database holds for table ``name`` (see ``StoredTable``)."""
     columns = tx.column_names(name)
     state = None
@@ -126,7 +137,7 @@ def stored_table(tx: Tx, name: str, state_table: sa.Table) -> StoredTable:
     return StoredTable(None if columns is None else tuple(columns), tuple(unique), state)
 
 
-def _unique_sets(tx: Tx, name: str) -> list[frozenset[str]]:
+def _unique_sets(tx: Reads, name: str) -> list[frozenset[str]]:
     if isinstance(tx, SaTx) and tx.conn.dialect.name != "sqlite":
         insp = sa.inspect(tx.conn)
         found: list[Sequence[str | None]] = [
@@ -223,16 +234,26 @@ def probe(path: str, name: str, spec: EntitySpec, state_table: sa.Table) -> None
     left exactly as it was. Raises ``StoreError`` with ``refusal``'s reason; database errors
     propagate for the caller to translate.
     """
-    engine = sa.create_engine(
-        "sqlite://",
-        creator=lambda: sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000),
-        poolclass=NullPool,
-    )
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     try:
-        with engine.connect() as conn:
-            stored = stored_table(SaTx(conn), name, state_table)
+        stored = stored_table(_PlainTx(conn), name, state_table)
     finally:
-        engine.dispose()
+        conn.close()
     problem = refusal(name, spec, stored)
     if problem is not None:
         raise StoreError(problem)
+
+
+class _PlainTx:
+    """The reads ``stored_table`` needs, on a plain ``sqlite3`` connection (no settings)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def rows(self, stmt: Executable) -> list[tuple[Any, ...]]:
+        sql, params = _compile(stmt, SQLITE)
+        return [tuple(r) for r in self.conn.execute(sql, params)]
+
+    def column_names(self, table: str) -> list[str] | None:
+        found = self.conn.execute("SELECT name FROM pragma_table_info(?)", (table,))
+        return [str(r[0]) for r in found] or None
