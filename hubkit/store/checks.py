@@ -231,12 +231,14 @@ def probe(path: str, name: str, spec: EntitySpec, state_table: sa.Table) -> None
     """Refuse table ``name`` of the existing file ``path`` before hubkit changes anything.
 
     Reads through a plain connection that sets nothing (no WAL switch): a refused database is
-    left exactly as it was. Raises ``StoreError`` with ``refusal``'s reason; database errors
-    propagate for the caller to translate.
+    left exactly as it was. Raises ``StoreError`` with ``refusal``'s reason, or the one
+    ``store_error`` gives for a database error.
     """
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     try:
         stored = stored_table(_PlainTx(conn), name, state_table)
+    except sqlite3.Error as exc:
+        raise store_error(f"opening table {name!r}", exc, path) from exc
     finally:
         conn.close()
     problem = refusal(name, spec, stored)
