@@ -15,7 +15,7 @@ import pytest
 import hubkit
 from hubkit.bridge import get_bridge
 from hubkit.catalog import Catalog, Dataset, SyncRequest
-from hubkit.inventory import store_inventory
+from hubkit.store import store_inventory
 from hubkit.writes import WriteResult
 
 
