@@ -25,11 +25,10 @@ Rules it keeps:
   ``BridgeError`` there instead (use ``await`` in loop code).
 - ``KeyboardInterrupt`` (Ctrl+C, a kernel interrupt) while ``run`` waits cancels the submitted
   work, waits up to ``CANCEL_GRACE`` seconds for its cleanup to run, and re-raises.
-- ``run(coro, timeout=s)`` raises the builtin ``TimeoutError`` after ``s`` seconds, having
-  cancelled the work the same way. A caller-chosen deadline is not a failure of hubkit or of a
-  remote, so it is not a ``HubkitError``; it is the exception Python's own deadlines raise
-  (``asyncio.timeout``, ``concurrent.futures.Future.result``), so one ``except TimeoutError``
-  catches them all.
+- ``run(coro, timeout=s)`` raises ``hubkit.WaitTimeout`` after ``s`` seconds, having
+  cancelled the work the same way. It is a ``HubkitError`` and also a ``TimeoutError``, the
+  exception Python's own deadlines raise (``asyncio.timeout``,
+  ``concurrent.futures.Future.result``), so one ``except TimeoutError`` catches them all.
 - Store I/O never runs on the loop thread: loop code hands blocking calls to worker threads with
   ``run_sync_in_worker``.
 - The thread starts under ``contextvars.copy_context()`` of the code that first needed it;
@@ -55,7 +54,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Final, TypeVar, TypeVarTuple
 
-from hubkit.errors import BridgeError, ClosedError
+from hubkit.errors import BridgeError, ClosedError, WaitTimeout
 
 __all__ = ["CANCEL_GRACE", "Bridge", "arun", "get_bridge", "run", "run_sync_in_worker"]
 
@@ -139,7 +138,7 @@ class Bridge:
         """Run ``coro`` on the loop and block until it returns; return its result.
 
         The coroutine's exception is raised here. ``timeout`` (seconds) cancels the work and
-        raises the builtin ``TimeoutError``; ``KeyboardInterrupt`` while waiting cancels the
+        raises ``WaitTimeout`` (a ``TimeoutError``); ``KeyboardInterrupt`` while waiting cancels the
         work and is re-raised. In both cases the work's cleanup gets up to ``CANCEL_GRACE``
         seconds before this returns. Raises ``BridgeError`` from the loop thread itself, where
         waiting would deadlock: ``await`` the coroutine there.
@@ -178,7 +177,7 @@ class Bridge:
                     raise
             if deadline is not None and time.monotonic() >= deadline:
                 self._cancel_and_wait(future, coro)
-                raise TimeoutError(
+                raise WaitTimeout(
                     f"the hubkit call did not finish within {timeout} s and was cancelled"
                 )
             if not self._thread.is_alive():

@@ -50,7 +50,7 @@ from typing import Any, Final
 
 import polars as pl
 
-from hubkit.errors import HubkitError, SchemaError, ValidationError
+from hubkit.errors import HubkitError, ParameterError, SchemaError, ValidationError
 
 __all__ = ["FrameCache"]
 
@@ -98,9 +98,9 @@ class FrameCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if ttl is not None and ttl.total_seconds() < 0:
-            raise ValueError(f"ttl must not be negative, got {ttl!r}")
+            raise ParameterError(f"ttl must not be negative, got {ttl!r}")
         if max_rows is not None and max_rows < 0:
-            raise ValueError(f"max_rows must not be negative, got {max_rows!r}")
+            raise ParameterError(f"max_rows must not be negative, got {max_rows!r}")
         self.ttl = ttl
         self.max_rows = max_rows
         self._clock = clock

@@ -42,7 +42,15 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from hubkit.bridge import run_sync_in_worker
-from hubkit.errors import HubkitError, OfflineError, RemoteError, StaleDataWarning, TransportError
+from hubkit.errors import (
+    HubkitError,
+    NotFoundError,
+    OfflineError,
+    ParameterError,
+    RemoteError,
+    StaleDataWarning,
+    TransportError,
+)
 from hubkit.loadcache import FileToken, LoadCache, file_token
 
 if TYPE_CHECKING:
@@ -112,7 +120,17 @@ class Dataset:
     def resolve_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults, then the caller's parameters, then ``prepare``."""
         merged = {**self.params, **params}
-        return dict(self.prepare(merged)) if self.prepare is not None else merged
+        if self.prepare is None:
+            return merged
+        try:
+            return dict(self.prepare(merged))
+        except HubkitError:
+            raise
+        except (ValueError, TypeError, KeyError) as exc:  # a catalogue's own prepare
+            message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+            if repr(self.name) not in message:
+                message = f"dataset {self.name!r}: {message}"
+            raise ParameterError(message) from exc
 
     def table_name(self, params: Mapping[str, Any]) -> str | None:
         """The store table for these (prepared) parameters; ``None`` = the entity's default."""
@@ -181,7 +199,7 @@ class Catalog:
 
     def add(self, dataset: Dataset, *, replace: bool = False) -> Dataset:
         if dataset.name in self._datasets and not replace:
-            raise ValueError(f"dataset {dataset.name!r} is already in this catalog")
+            raise ParameterError(f"dataset {dataset.name!r} is already in this catalog")
         self._datasets[dataset.name] = dataset
         return dataset
 
@@ -193,7 +211,7 @@ class Catalog:
             return self._datasets[name]
         except KeyError:
             known = ", ".join(sorted(self._datasets)) or "none"
-            raise KeyError(f"no dataset {name!r} in this catalog (known: {known})") from None
+            raise NotFoundError(f"no dataset {name!r} in this catalog (known: {known})") from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._datasets

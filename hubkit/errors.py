@@ -6,7 +6,13 @@ errors are translated at the boundary (``raise hubkit.TransportError(...) from e
     HubkitError
     ├── SchemaError            a dataclass or key hubkit cannot map (raised at sink creation)
     ├── ValidationError        a value that does not fit its column (the whole batch is rejected)
+    ├── ParameterError         an argument hubkit cannot use (also a ValueError)
+    ├── NotFoundError          no dataset or table of that name (also a KeyError)
+    ├── WaitTimeout            a blocking wait ran out of time (also a TimeoutError)
     ├── StoreError             the SQL store failed (locked, unreachable, incompatible schema)
+    │   ├── StorePathError     the path cannot hold a store (missing folder, a folder, ...)
+    │   ├── CorruptStoreError  the file is not a SQLite database, or is damaged
+    │   └── ReadOnlyStoreError a write to a store opened read-only
     ├── ClosedError            a sink, store or connection used after close
     ├── BridgeError            misuse of the event-loop bridge (e.g. a blocking call on its thread)
     ├── OfflineError           no remote reachable and no stored data to fall back on
@@ -19,6 +25,10 @@ errors are translated at the boundary (``raise hubkit.TransportError(...) from e
     │   └── DecodeError        a frame or body that does not parse into the entity
     └── SyncError              a sync step failed for another reason (wraps the cause)
 
+The three that also derive from a builtin exception keep ``except ValueError``,
+``except KeyError`` and ``except TimeoutError`` clauses working. ``StorePathError``,
+``CorruptStoreError`` and ``ReadOnlyStoreError`` carry the file in ``path``.
+
 ``RemoteError.temporary`` tells retry logic whether trying again can help.
 
 Warnings have their own small tree: ``HubkitWarning`` (a ``UserWarning``) and
@@ -30,21 +40,27 @@ from __future__ import annotations
 __all__ = [
     "BridgeError",
     "ClosedError",
+    "CorruptStoreError",
     "DecodeError",
     "HubkitError",
     "HubkitWarning",
+    "NotFoundError",
     "OfflineError",
+    "ParameterError",
     "ProtocolError",
     "RateLimited",
+    "ReadOnlyStoreError",
     "Rejected",
     "RemoteError",
     "RemoteTimeout",
     "SchemaError",
     "StaleDataWarning",
     "StoreError",
+    "StorePathError",
     "SyncError",
     "TransportError",
     "ValidationError",
+    "WaitTimeout",
 ]
 
 
@@ -68,8 +84,52 @@ class ValidationError(HubkitError):
         self.column = column
 
 
+class ParameterError(HubkitError, ValueError):
+    """An argument hubkit cannot use (a dataset parameter, a setting); the message names it.
+
+    Also a ``ValueError``."""
+
+
+class NotFoundError(HubkitError, KeyError):
+    """No dataset, table, ... of that name; the message lists the known ones.
+
+    Also a ``KeyError`` (whose text would otherwise be shown quoted)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class WaitTimeout(HubkitError, TimeoutError):
+    """A blocking wait ran out of time (``WriteResult.wait``, a bridge call with ``timeout``).
+
+    Also a ``TimeoutError``."""
+
+
 class StoreError(HubkitError):
     """The SQL store failed."""
+
+
+class _StoreFileError(StoreError):
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class StorePathError(_StoreFileError):
+    """The path cannot hold a store: its folder is missing or not writable, or it is a folder.
+
+    ``path`` is the file hubkit was asked to use. Raised by ``Store(...)``; nothing is created.
+    """
+
+
+class CorruptStoreError(_StoreFileError):
+    """The file ``path`` is not a SQLite database, or is damaged (e.g. truncated)."""
+
+
+class ReadOnlyStoreError(_StoreFileError):
+    """A write to a store that is open read-only (its file or folder is not writable).
+
+    ``path`` is the file. Make it writable and open a new ``Store`` to write."""
 
 
 class ClosedError(HubkitError):

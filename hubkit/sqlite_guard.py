@@ -162,7 +162,12 @@ class SqliteGuard:
     def _open_system(self) -> sqlite3.Connection:
         # Autocommit (no implicit transaction is ever left open); closable from any thread
         # (the store may close from its finalizer).
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=self.path.startswith("file:"),  # a read-only store's URI (hubkit.store.checks)
+        )
         try:
             for statement in (*self._pragmas, _TOUCH):
                 conn.execute(statement).fetchall()

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from hubkit.errors import BridgeError
+from hubkit.errors import BridgeError, WaitTimeout
 from hubkit.types import OutboxEntry
 
 if TYPE_CHECKING:
@@ -102,8 +102,8 @@ class WriteResult:
     ``wait``/``await`` return None once every entry was pushed and raise the error that
     stopped it otherwise: ``Rejected`` (the remote refused the write; it was rolled back
     locally), ``ClosedError`` (the sink closed first; the write stays in the outbox and is
-    pushed after the sink is opened again), or ``TimeoutError`` (``wait`` only: not settled
-    within ``timeout``). A write that queued nothing is settled at once.
+    pushed after the sink is opened again), or ``WaitTimeout`` (``wait`` only: not settled
+    within ``timeout``; also a ``TimeoutError``). A write that queued nothing is settled at once.
     """
 
     def __init__(self, frame: pl.DataFrame, pushes: int, bridge: Bridge | None) -> None:
@@ -143,7 +143,7 @@ class WriteResult:
         try:
             self._future.result(timeout)
         except concurrent.futures.TimeoutError:
-            raise TimeoutError(f"write not acknowledged within {timeout} s") from None
+            raise WaitTimeout(f"write not acknowledged within {timeout} s") from None
 
     def __await__(self) -> Generator[Any, None, None]:
         return self._wait_async().__await__()

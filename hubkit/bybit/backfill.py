@@ -30,6 +30,7 @@ from hubkit.bybit.presets import CATEGORIES, kline_table
 from hubkit.bybit.rest import BybitRest
 from hubkit.changeset import ChangeSet
 from hubkit.entity import EntitySpec, reflect
+from hubkit.errors import ParameterError
 
 if TYPE_CHECKING:
     from hubkit.store import Store, TableStore
@@ -174,11 +175,11 @@ async def _abackfill(
     rest: BybitRest | None = None,
 ) -> BackfillResult:
     if category == "option" or category not in CATEGORIES:
-        raise ValueError(f"klines exist for spot, linear and inverse, not {category!r}")
+        raise ParameterError(f"klines exist for spot, linear and inverse, not {category!r}")
     interval = str(interval)
     interval_ms(interval)  # validates
     if not 1 <= limit <= 1000:
-        raise ValueError("limit must be within [1, 1000]")
+        raise ParameterError("limit must be within [1, 1000]")
     start_ms = to_ms(start)
     end_ms = None if end is None else to_ms(end)
     spec = reflect(Kline, KLINE_KEY)

@@ -46,6 +46,7 @@ from hubkit.bybit.presets import (
 )
 from hubkit.bybit.rest import BybitRest
 from hubkit.catalog import Catalog, Dataset, SyncRequest
+from hubkit.errors import ParameterError
 from hubkit.loadcache import LoadCache
 
 if TYPE_CHECKING:
@@ -63,21 +64,21 @@ OFFLINE_HINT: Final = (
 def _category(value: Any, *, allow_option: bool = True) -> str:
     if value not in CATEGORIES or (value == "option" and not allow_option):
         allowed = CATEGORIES if allow_option else tuple(c for c in CATEGORIES if c != "option")
-        raise ValueError(f"category must be one of {allowed}, not {value!r}")
+        raise ParameterError(f"category must be one of {allowed}, not {value!r}")
     return str(value)
 
 
 def _required(params: Mapping[str, Any], name: str, dataset: str) -> Any:
     value = params.get(name)
     if value is None or value == "":
-        raise ValueError(f"dataset {dataset!r} needs the parameter {name}=...")
+        raise ParameterError(f"dataset {dataset!r} needs the parameter {name}=...")
     return value
 
 
 def _known(params: Mapping[str, Any], names: tuple[str, ...], dataset: str) -> None:
     unknown = sorted(set(params) - set(names))
     if unknown:
-        raise ValueError(
+        raise ParameterError(
             f"dataset {dataset!r} has no parameter {', '.join(unknown)} "
             f"(parameters: {', '.join(names)})"
         )
@@ -118,7 +119,12 @@ def _trades_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
         "category": _category(params.get("category", "linear")),
     }
     if params.get("limit") is not None:
-        out["limit"] = int(params["limit"])
+        try:
+            out["limit"] = int(params["limit"])
+        except (TypeError, ValueError):
+            raise ParameterError(
+                f"dataset 'trades': limit={params['limit']!r} is not a whole number"
+            ) from None
     return out
 
 
@@ -180,7 +186,7 @@ def _time(name: str, value: Any) -> int:
     try:
         return to_ms(value)
     except (TypeError, ValueError, OverflowError) as exc:
-        raise ValueError(
+        raise ParameterError(
             f"dataset 'klines': {name}={value!r} is not a time ({exc}); give a date or time "
             "such as 2024-01-01 or 2024-01-01T12:00:00Z, or ms since the epoch"
         ) from None

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
+from hubkit.errors import ParameterError
+
 __all__ = [
     "INTERVALS",
     "INTERVAL_ALIASES",
@@ -56,7 +58,7 @@ def kline_interval(value: str | int) -> str:
     """ByBit's name of a kline interval: ``"1h"`` and ``60`` -> ``"60"``, ``"1d"`` -> ``"D"``.
 
     Accepts ByBit's names (``INTERVALS``) and the usual ones (``INTERVAL_ALIASES``); anything
-    else raises ``ValueError`` listing both.
+    else raises ``ParameterError`` (a ``ValueError``) listing both.
     """
     text = str(value).strip() if not isinstance(value, bool) else ""
     if text in _INTERVAL_SET:
@@ -64,7 +66,7 @@ def kline_interval(value: str | int) -> str:
     alias = INTERVAL_ALIASES.get(text)
     if alias is not None:
         return alias
-    raise ValueError(
+    raise ParameterError(
         f"unknown kline interval {value!r}; expected one of {', '.join(INTERVALS)} "
         f"or {', '.join(INTERVAL_ALIASES)}"
     )

@@ -24,6 +24,7 @@ from hubkit.bybit.entities import Instrument, Kline, PublicTrade, Ticker
 from hubkit.bybit.envelope import bybit_route
 from hubkit.bybit.klines import kline_interval
 from hubkit.connections.routes import Route
+from hubkit.errors import ParameterError
 
 __all__ = [
     "CATEGORIES",
@@ -70,7 +71,7 @@ def ws_url(category: str = "linear", url: str | None = None) -> str:
     may be passed too.
     """
     if category not in CATEGORIES:
-        raise ValueError(f"unknown ByBit category {category!r}; expected one of {CATEGORIES}")
+        raise ParameterError(f"unknown ByBit category {category!r}; expected one of {CATEGORIES}")
     base = (url or os.environ.get(WS_URL_ENV) or MAINNET_WS_URL).rstrip("/")
     if base.endswith("/" + category):
         return base

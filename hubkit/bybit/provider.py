@@ -37,7 +37,7 @@ from hubkit.bybit.entities import INSTRUMENT_KEY, PUBLIC_TRADE_KEY, Instrument, 
 from hubkit.bybit.presets import CATEGORIES, INSTRUMENT_TABLE, kline_table, trade_table
 from hubkit.bybit.rest import BybitRest
 from hubkit.bybit.streams import trades_ws_connection
-from hubkit.errors import OfflineError, RemoteError, StaleDataWarning
+from hubkit.errors import OfflineError, ParameterError, RemoteError, StaleDataWarning
 from hubkit.policies import PeriodicSync, WebSocketSubscription
 from hubkit.sink import Sink, aopen_sink, open_sink
 from hubkit.types import Change, Op, Source
@@ -65,7 +65,7 @@ def _categories(category: str | Sequence[str] | None) -> tuple[str, ...]:
     names = (category,) if isinstance(category, str) else tuple(category)
     for name in names:
         if name not in CATEGORIES:
-            raise ValueError(f"unknown ByBit category {name!r}; expected one of {CATEGORIES}")
+            raise ParameterError(f"unknown ByBit category {name!r}; expected one of {CATEGORIES}")
     return names
 
 
@@ -370,7 +370,7 @@ def _trades_parts(
 ) -> tuple[Any, WebSocketSubscription, list[str]]:
     names = [symbols] if isinstance(symbols, str) else list(symbols)
     if not names:
-        raise ValueError("open_trades needs at least one symbol")
+        raise ParameterError("open_trades needs at least one symbol")
     _categories(category)
     rest = BybitRest(rest_url)
     connection = trades_ws_connection(category, ws_url, **ws_options)

@@ -56,7 +56,7 @@ from hubkit.connections.http import HttpConnection
 from hubkit.connections.retry import RetryPolicy, TokenBucket
 from hubkit.connections.routes import Route
 from hubkit.entity import EntitySpec, reflect
-from hubkit.errors import DecodeError, ProtocolError, SchemaError
+from hubkit.errors import DecodeError, ParameterError, ProtocolError, SchemaError
 
 __all__ = ["RECENT_TRADE_LIMITS", "BybitRest", "rest_connection"]
 
@@ -74,7 +74,7 @@ _MAX_PAGES = 1000
 def _category(params: Mapping[str, Any], default: str | None = "linear") -> str:
     category = params.get("category") or default
     if category not in CATEGORIES:
-        raise ValueError(f"unknown ByBit category {category!r}; expected one of {CATEGORIES}")
+        raise ParameterError(f"unknown ByBit category {category!r}; expected one of {CATEGORIES}")
     return str(category)
 
 

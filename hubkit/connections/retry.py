@@ -29,7 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from hubkit.errors import HubkitError, RateLimited, RemoteError
+from hubkit.errors import HubkitError, ParameterError, RateLimited, RemoteError
 
 __all__ = [
     "Backoff",
@@ -67,7 +67,7 @@ class Backoff:
 
     def __post_init__(self) -> None:
         if self.base < 0 or self.cap < 0 or self.factor < 1:
-            raise ValueError("Backoff needs base >= 0, cap >= 0 and factor >= 1")
+            raise ParameterError("Backoff needs base >= 0, cap >= 0 and factor >= 1")
 
     def ceiling(self, attempt: int) -> float:
         """The largest delay for ``attempt`` (before jitter)."""
@@ -214,7 +214,7 @@ class TokenBucket:
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         if rate <= 0 or burst < 1:
-            raise ValueError("TokenBucket needs rate > 0 and burst >= 1")
+            raise ParameterError("TokenBucket needs rate > 0 and burst >= 1")
         self.rate = float(rate)
         self.burst = int(burst)
         self._clock = clock

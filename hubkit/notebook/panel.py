@@ -50,7 +50,7 @@ from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 from hubkit._progress import in_jupyter_kernel
-from hubkit.errors import ClosedError
+from hubkit.errors import ClosedError, ParameterError
 from hubkit.status import (
     COLUMNS,
     SinkStatus,
@@ -184,7 +184,7 @@ class StatusPanel:
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         if not refresh > 0:
-            raise ValueError(f"refresh must be a positive number of seconds, not {refresh!r}")
+            raise ParameterError(f"refresh must be a positive number of seconds, not {refresh!r}")
         self._sources = tuple(_flatten(sources))
         self._refresh = float(refresh)
         self._title = title or "hubkit"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import polars as pl
 
+from hubkit.errors import ParameterError
 from hubkit.policies._common import (
     Resolver,
     Row,
@@ -170,7 +171,7 @@ class Bidirectional:
 
     def __post_init__(self) -> None:
         if _seconds(self.interval) <= 0:
-            raise ValueError("Bidirectional.interval must be positive")
+            raise ParameterError("Bidirectional.interval must be positive")
 
     async def run(self, ctx: SyncContext) -> None:
         interval = _seconds(self.interval)

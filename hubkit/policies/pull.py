@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ClassVar
 
+from hubkit.errors import ParameterError
 from hubkit.policies._common import (
     _ensure_connected,
     _pull_until_done,
@@ -90,7 +91,7 @@ class PeriodicSync:
 
     def __post_init__(self) -> None:
         if _seconds(self.interval) <= 0:
-            raise ValueError("PeriodicSync.interval must be positive")
+            raise ParameterError("PeriodicSync.interval must be positive")
 
     async def run(self, ctx: SyncContext) -> None:
         interval = _seconds(self.interval)

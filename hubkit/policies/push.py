@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hubkit.errors import HubkitError, Rejected, RemoteError, SyncError, as_hubkit
+from hubkit.errors import HubkitError, ParameterError, Rejected, RemoteError, SyncError, as_hubkit
 from hubkit.policies._common import Row, _ensure_connected, _seconds, backoff_delay
 from hubkit.types import Connection, OutboxEntry, SyncContext, SyncStatus
 from hubkit.writes import idempotency_key, takes_idempotency_key
@@ -158,7 +158,7 @@ class PushAfterWrite:
 
     def __post_init__(self) -> None:
         if self.max_attempts is not None and self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1 (or None)")
+            raise ParameterError("max_attempts must be at least 1 (or None)")
 
     def _retry_delay(self, failures: int) -> float:
         base = _seconds(self.retry_interval)

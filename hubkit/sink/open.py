@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 from hubkit.bridge import get_bridge, run_sync_in_worker
-from hubkit.errors import HubkitError, StaleDataWarning
+from hubkit.errors import HubkitError, ParameterError, StaleDataWarning
 from hubkit.sink._core import Core, Parts, PolicyTraits
 from hubkit.sink.sink import Sink
 from hubkit.types import Connection, OutboxEntry, SyncPolicy, SyncState
@@ -259,7 +259,7 @@ def _build(
     name: str | None,
 ) -> Sink:
     if PolicyTraits.of(policy).pushes_local_writes and connection is None:
-        raise ValueError(f"{type(policy).__name__} pushes local writes and needs a connection")
+        raise ParameterError(f"{type(policy).__name__} pushes local writes and needs a connection")
     core = Core(
         parts,
         connection=connection,

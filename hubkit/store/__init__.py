@@ -42,7 +42,10 @@ Promises:
   last row.
 - **Schema safety.** The first ``table(spec)`` records the spec's fingerprint; opening the
   table later with a spec whose columns differ raises ``StoreError`` listing the columns
-  that differ. hubkit never drops or rewrites stored data to make a schema fit.
+  that differ. hubkit never drops or rewrites stored data to make a schema fit. A table it
+  did not create is adopted only with exactly the entity's columns and a primary key or
+  unique index on exactly its key; an existing file is checked before hubkit first changes
+  it (e.g. to WAL mode), so a refused file is left as it was.
 - **Shared files.** SQLite runs in WAL mode with ``synchronous=NORMAL`` and a 30 s busy
   timeout on every connection, and every write transaction starts with ``BEGIN IMMEDIATE``,
   so a notebook and a scheduled job can read and write one file at the same time without
@@ -53,7 +56,11 @@ Promises:
   interpreter exit, quietly; a call made after that (work hubkit's loop finishes at exit)
   opens a connection for itself and closes it.
 - **Errors.** Database failures leave as ``StoreError`` (``__cause__`` holds the original);
-  using a closed store raises ``ClosedError``.
+  using a closed store raises ``ClosedError``. A bad path raises ``StorePathError``, a file
+  that is not SQLite or is damaged ``CorruptStoreError``, a write to a store hubkit may not
+  write to ``ReadOnlyStoreError``; each names the file (see ``hubkit.store.checks``).
+- **Read-only files.** A file, or folder, hubkit may not write to is opened read-only and
+  read as it is, creating no ``-wal``/``-shm`` files beside it.
 
 Speed. SQLAlchemy Core builds every statement and owns other databases (rows move as
 dicts through ``executemany``). For SQLite files, rows move as Arrow data through ADBC:

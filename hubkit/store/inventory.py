@@ -8,7 +8,7 @@
     for table in found.tables:              # sorted by name
         table.name, table.rows, table.last_sync, table.cursor, table.pending
         table.key, table.columns            # the schema recorded when the table was created
-    found.table("bybit_instrument")         # -> TableInventory (KeyError when absent)
+    found.table("bybit_instrument")         # -> TableInventory (else NotFoundError)
 
 (The function is not called ``inventory``: a package attribute named like its submodule is
 replaced by the submodule once that is imported.)
@@ -39,7 +39,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from hubkit.errors import StoreError
+from hubkit.errors import NotFoundError, StoreError
 from hubkit.store.codec import from_us
 from hubkit.store.engine import OUTBOX_TABLE as _OUTBOX
 from hubkit.store.engine import STATE_TABLE as _STATE
@@ -96,12 +96,13 @@ class Inventory:
         return [t.name for t in self.tables]
 
     def table(self, name: str) -> TableInventory:
-        """The table called ``name``; ``KeyError`` naming the known tables when absent."""
+        """The table called ``name``; when absent, ``NotFoundError`` (a ``KeyError``) naming
+        the known tables."""
         for found in self.tables:
             if found.name == name:
                 return found
         known = ", ".join(self.names()) or "none"
-        raise KeyError(f"no hubkit table {name!r} in {self.url} (tables: {known})")
+        raise NotFoundError(f"no hubkit table {name!r} in {self.url} (tables: {known})")
 
 
 def store_inventory(store: Store | str | os.PathLike[str] | sa.URL | None = None) -> Inventory:

@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
 
-import msgspec
 import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool, StaticPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from hubkit.entity import EntitySpec
-from hubkit.errors import ClosedError, HubkitError, StoreError
+from hubkit.errors import ClosedError, HubkitError, ReadOnlyStoreError, StoreError
 from hubkit.sqlite_guard import SqliteGuard
+from hubkit.store.checks import (
+    file_access,
+    probe,
+    readonly_target,
+    refusal,
+    store_error,
+    stored_table,
+)
 from hubkit.store.codec import json_text
 from hubkit.store.engine import (
     BUSY_TIMEOUT_MS,
@@ -70,6 +78,12 @@ class Store:
     plain SQLAlchemy). Use as a context manager or call ``close()``; a closed store raises
     ``ClosedError`` and cannot be reopened (create a new one). ``busy_timeout``: how long
     (seconds) a SQLite write waits for another process's lock before it fails (default 30).
+
+    A SQLite path is checked first: a missing folder, a folder, or a new file in a folder
+    that cannot be written raise ``StorePathError``. A file (or folder) hubkit may not write
+    to is opened read-only, leaving no ``-wal``/``-shm`` files behind; writes then raise
+    ``ReadOnlyStoreError``. A file that is not a SQLite database, or is damaged, raises
+    ``CorruptStoreError``; all three name the file (see ``hubkit.store.checks``).
     """
 
     def __init__(
@@ -80,7 +94,6 @@ class Store:
         busy_timeout: float = BUSY_TIMEOUT_MS / 1000,
     ) -> None:
         self.url: str = store_url(url)
-        self._pragmas = sqlite_pragmas(round(busy_timeout * 1000))
         parsed = sa.make_url(self.url)
         is_sqlite = parsed.get_backend_name() == "sqlite"
         database = parsed.database or ""
@@ -93,17 +106,31 @@ class Store:
             str(Path(database).expanduser().resolve()) if plain_file else None
         )
         self._fast = plain_file if fast is None else fast
+        self._access = file_access(self._sqlite_path) if self._sqlite_path is not None else None
+        readonly = self._access is not None and self._access.readonly
+        # What connections open: the file, or a URI that reads it without writing beside it.
+        self._target = self._sqlite_path or ""
+        if readonly:
+            self._target = readonly_target(self._target)
+        pragmas = sqlite_pragmas(round(busy_timeout * 1000))
+        self._pragmas = pragmas[:1] if readonly else pragmas  # no WAL switch
+        self._probed = False  # whether the file was checked before hubkit first changed it
         kwargs: dict[str, Any] = {}
         if memory:
             kwargs = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
         elif self._sqlite_path is not None:
             kwargs = {"poolclass": NullPool}  # no connection outlives its guarded use
+            if readonly:
+                target = self._target
+                kwargs["creator"] = lambda: sqlite3.connect(
+                    target, uri=True, check_same_thread=False
+                )
         try:
             self.engine: sa.Engine = sa.create_engine(self.url, **kwargs)
         except (sa.exc.SQLAlchemyError, ImportError, ValueError) as exc:
             raise StoreError(f"cannot open store {self.url!r}: {exc}") from exc
         if is_sqlite:
-            configure_sqlite(self.engine, wal=not memory, pragmas=self._pragmas)
+            configure_sqlite(self.engine, wal=not memory and not readonly, pragmas=self._pragmas)
         self.state_table, self.outbox_table, self._outbox_index = bookkeeping_tables()
         self._lock = threading.Lock()
         self._tables: dict[str, TableStore] = {}
@@ -116,7 +143,7 @@ class Store:
         # (ADBC complains when a connection is left for the garbage collector at exit).
         # One idle connection of each SQLite library on the file while the store uses it,
         # closed after the store's own (see hubkit.sqlite_guard).
-        self._guard = SqliteGuard(self._sqlite_path or "", self._pragmas)
+        self._guard = SqliteGuard(self._target, self._pragmas)
         self._finalizer = weakref.finalize(self, self._guard.close, self._pool.close)
 
     def __repr__(self) -> str:
@@ -169,24 +196,31 @@ class Store:
         if known is not None and known.spec.fingerprint == spec.fingerprint:
             return known if known.spec == spec else TableStore(self, spec, name)
         ts = TableStore(self, spec, name)
-        with self._translate(f"opening table {name!r}"), self._write() as tx:
-            tx.ddl(CreateTable(self.state_table, if_not_exists=True))
-            tx.ddl(CreateTable(self.outbox_table, if_not_exists=True))
-            tx.ddl(CreateIndex(self._outbox_index, if_not_exists=True))
-            st = self.state_table.c
-            found = tx.rows(sa.select(st.fingerprint, st.columns).where(st.sink == name))
-            existing = tx.column_names(name)
-            if found:
-                fingerprint, described = found[0]
-                if fingerprint != spec.fingerprint:
-                    raise StoreError(_schema_diff(name, msgspec.json.decode(described), spec))
-            elif existing is not None and sorted(existing) != sorted(spec.names):
-                raise StoreError(
-                    _schema_diff(name, {"columns": [[c, "?", "?"] for c in existing]}, spec)
-                )
-            if existing is None:
+        access = self._access
+        readonly = access is not None and access.readonly
+        what = f"opening table {name!r}"
+        # An existing file is checked before hubkit first changes it (switching it to WAL).
+        if access is not None and not readonly and not self._probed and os.path.exists(access.path):
+            with self._translate(what):
+                probe(access.path, name, spec, self.state_table)
+        with self._translate(what), self._read() if readonly else self._write() as tx:
+            if not readonly:
+                tx.ddl(CreateTable(self.state_table, if_not_exists=True))
+                tx.ddl(CreateTable(self.outbox_table, if_not_exists=True))
+                tx.ddl(CreateIndex(self._outbox_index, if_not_exists=True))
+            stored = stored_table(tx, name, self.state_table)
+            problem = refusal(name, spec, stored)
+            if problem is not None:
+                raise StoreError(problem)
+            if stored.columns is None:
+                if access is not None and readonly:
+                    raise ReadOnlyStoreError(
+                        f"store {access.path} is open read-only ({access.reason}) and has "
+                        f"no table {name!r} to read",
+                        path=access.path,
+                    )
                 tx.ddl(CreateTable(ts.table, if_not_exists=True))
-            if not found:
+            if stored.state is None and not readonly:
                 tx.run(
                     sa.insert(self.state_table).values(
                         sink=name,
@@ -199,6 +233,7 @@ class Store:
                 )
         with self._lock:
             self._tables[name] = ts
+            self._probed = True
         return ts
 
     # -- sessions -----------------------------------------------------------------------
@@ -208,13 +243,18 @@ class Store:
         """Third-party database errors -> StoreError (hubkit's own errors pass through)."""
         try:
             yield
-        except HubkitError:
+        except HubkitError as exc:
+            cause = exc.__cause__
+            if type(exc) is StoreError and cause is not None:  # e.g. the guard's open failed
+                better = store_error(what, cause, self._sqlite_path)
+                if type(better) is not StoreError:
+                    raise better from cause
             raise
         except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(f"{what} failed: {exc}") from exc
+            raise store_error(what, exc, self._sqlite_path) from exc
         except Exception as exc:
             if self._adbc is not None and isinstance(exc, self._adbc[0].Error):
-                raise StoreError(f"{what} failed: {exc}") from exc
+                raise store_error(what, exc, self._sqlite_path) from exc
             raise
 
     def _modules(self) -> tuple[ModuleType, ModuleType]:
@@ -237,7 +277,7 @@ class Store:
                 self.engine.dispose(close=False)
         session = self._pool.take()
         if session is None:
-            session = AdbcSession(dbapi, self._sqlite_path, self._pragmas)
+            session = AdbcSession(dbapi, self._target, self._pragmas)
         healthy = False
         try:
             yield session
@@ -264,6 +304,12 @@ class Store:
     def _write(self) -> Iterator[Tx]:
         """One write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on success."""
         self._check_open()
+        if self._access is not None and self._access.readonly:
+            raise ReadOnlyStoreError(
+                f"store {self._access.path} is open read-only ({self._access.reason}): hubkit "
+                "cannot write to it. Make it writable, then open a new Store",
+                path=self._access.path,
+            )
         if not self._fast:
             with self._guarded(), self.engine.connect() as conn:
                 conn.execution_options(hubkit_write=True)
@@ -290,23 +336,3 @@ class Store:
                 raise
         with self._guarded(), self.engine.connect() as conn:
             return SaTx(conn).frame(stmt, schema)
-
-
-def _schema_diff(name: str, stored: Mapping[str, Any], spec: EntitySpec) -> str:
-    old = {c[0]: (c[1], c[2]) for c in stored.get("columns", [])}
-    new = {c[0]: (c[1], c[2]) for c in spec.describe()["columns"]}
-    parts = [f"{c} (stored, not in {spec.cls.__name__})" for c in old if c not in new]
-    parts += [f"{c} (not stored)" for c in new if c not in old]
-    for c in new:
-        if c in old and old[c] != new[c] and "?" not in old[c]:
-            (ok, on), (nk, nn) = old[c], new[c]
-            parts.append(
-                f"{c} (stored {ok}{' nullable' if on else ''}, now {nk}{' nullable' if nn else ''})"
-            )
-    if "key" in stored and list(stored["key"]) != list(spec.key):
-        parts.append(f"key (stored {tuple(stored['key'])}, now {spec.key})")
-    return (
-        f"table {name!r} holds rows of a different definition than {spec.cls.__name__}: "
-        f"{'; '.join(parts) or 'columns differ'}. hubkit does not rewrite stored data: "
-        "migrate the table, or use another table name"
-    )
