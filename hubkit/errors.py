@@ -7,6 +7,7 @@ errors are translated at the boundary (``raise hubkit.TransportError(...) from e
     ├── SchemaError            a dataclass or key hubkit cannot map (raised at sink creation)
     ├── ValidationError        a value that does not fit its column (the whole batch is rejected)
     ├── StoreError             the SQL store failed (locked, unreachable, incompatible schema)
+    │   └── SchemaChangeError  a stored table needs migrating to a changed dataclass
     ├── ClosedError            a sink, store or connection used after close
     ├── BridgeError            misuse of the event-loop bridge (e.g. a blocking call on its thread)
     ├── OfflineError           no remote reachable and no stored data to fall back on
@@ -39,6 +40,7 @@ __all__ = [
     "Rejected",
     "RemoteError",
     "RemoteTimeout",
+    "SchemaChangeError",
     "SchemaError",
     "StaleDataWarning",
     "StoreError",
@@ -70,6 +72,11 @@ class ValidationError(HubkitError):
 
 class StoreError(HubkitError):
     """The SQL store failed."""
+
+
+class SchemaChangeError(StoreError):
+    """A stored table was written for a definition that cannot be evolved in place; the
+    message names each difference and the call (and command) that migrates the table."""
 
 
 class ClosedError(HubkitError):

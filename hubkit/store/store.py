@@ -11,14 +11,13 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
 
-import msgspec
 import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool, StaticPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from hubkit.entity import EntitySpec
-from hubkit.errors import ClosedError, HubkitError, StoreError
+from hubkit.errors import ClosedError, HubkitError, SchemaChangeError, StoreError
 from hubkit.sqlite_guard import SqliteGuard
 from hubkit.store.codec import json_text
 from hubkit.store.engine import (
@@ -32,6 +31,9 @@ from hubkit.store.engine import (
     Tx,
     configure_sqlite,
 )
+from hubkit.store.evolve_apply import created, reconcile
+from hubkit.store.evolve_ddl import HISTORY_TABLE
+from hubkit.store.migrate import Migration, drop_column, drop_copy, history, migrate
 from hubkit.store.outbox import bookkeeping_tables
 from hubkit.store.table import TableStore
 
@@ -152,19 +154,23 @@ class Store:
     def table(self, spec: EntitySpec, *, name: str | None = None) -> TableStore:
         """The ``TableStore`` for ``spec`` (table ``name``, default ``spec.table``).
 
-        Creates the table on first use and records the spec's fingerprint; raises
-        ``StoreError`` listing the differing columns if the table was stored for a different
-        definition. ``name`` is also the sink name for sync state and the outbox.
+        Creates the table on first use and records the spec's fingerprint. A table stored
+        for an earlier definition is evolved when that is safe (new Optional or defaulted
+        fields, reordered fields, removed fields kept, widenings: see
+        ``hubkit.store.evolve``); any other difference raises ``SchemaChangeError`` (a
+        ``StoreError``) naming each difference and the ``migrate`` call that rewrites the
+        table. ``name`` is also the sink name for sync state and the outbox.
         """
         self._check_open()
         name = name or spec.table
-        if name in (STATE_TABLE, OUTBOX_TABLE):
+        if name in (STATE_TABLE, OUTBOX_TABLE, HISTORY_TABLE):
             raise StoreError(f"table name {name!r} is reserved for hubkit")
         with self._lock:
             known = self._tables.get(name)
         if known is not None and known.spec.fingerprint == spec.fingerprint:
             return known if known.spec == spec else TableStore(self, spec, name)
         ts = TableStore(self, spec, name)
+        refused: str | None = None
         with self._translate(f"opening table {name!r}"), self._write() as tx:
             tx.ddl(CreateTable(self.state_table, if_not_exists=True))
             tx.ddl(CreateTable(self.outbox_table, if_not_exists=True))
@@ -172,16 +178,18 @@ class Store:
             st = self.state_table.c
             found = tx.rows(sa.select(st.fingerprint, st.columns).where(st.sink == name))
             existing = tx.column_names(name)
-            if found:
-                fingerprint, described = found[0]
-                if fingerprint != spec.fingerprint:
-                    raise StoreError(_schema_diff(name, msgspec.json.decode(described), spec))
+            if found and existing is not None:
+                refused = reconcile(
+                    tx, self.engine.dialect, self.state_table, self.url, name, spec, *found[0]
+                )
             elif existing is not None and sorted(existing) != sorted(spec.names):
                 raise StoreError(
                     _schema_diff(name, {"columns": [[c, "?", "?"] for c in existing]}, spec)
                 )
+            described = json_text(spec.describe())
             if existing is None:
                 tx.ddl(CreateTable(ts.table, if_not_exists=True))
+                described = created(tx, self.state_table, spec, name)
             if not found:
                 tx.run(
                     sa.insert(self.state_table).values(
@@ -189,13 +197,43 @@ class Store:
                         cursor=None,
                         last_sync=None,
                         fingerprint=spec.fingerprint,
-                        columns=json_text(spec.describe()),
+                        columns=described,
                         extra="{}",
                     )
                 )
+        if refused is not None:
+            raise SchemaChangeError(refused)
         with self._lock:
             self._tables[name] = ts
         return ts
+
+    # -- schema changes (see hubkit.store.migrate) ---------------------------------------
+
+    def migrate(
+        self, spec: EntitySpec, *, name: str | None = None, fill: Mapping[str, Any] | None = None
+    ) -> Migration:
+        """Rewrite table ``name`` (default ``spec.table``) for ``spec`` in one transaction,
+        keeping the old table as a copy (see ``hubkit.store.migrate.migrate``)."""
+        self._check_open()
+        done = migrate(self, spec, name, fill)
+        with self._lock:
+            self._tables.pop(done.table, None)
+        return done
+
+    def drop_column(self, table: str, column: str) -> None:
+        """Delete a column kept after its field was removed from the dataclass, and its data."""
+        self._check_open()
+        drop_column(self, table, column)
+
+    def drop_copy(self, copy: str) -> None:
+        """Delete the copy of a table that ``migrate`` kept (``Migration.copy``)."""
+        self._check_open()
+        drop_copy(self, copy)
+
+    def schema_history(self, table: str | None = None) -> pl.DataFrame:
+        """Every recorded schema change (when, table, what, detail), oldest first."""
+        self._check_open()
+        return history(self, table)
 
     # -- sessions -----------------------------------------------------------------------
 
