@@ -5,9 +5,10 @@ kept column or a kept copy; or list the table's schema history."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TextIO
 
-from hubkit.cli.params import EXIT_OK
+from hubkit.cli.params import EXIT_OK, CommandError
 
 __all__ = ["add_arguments", "run"]
 
@@ -33,6 +34,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     from hubkit.store import Store
     from hubkit.store.migrate import definition_of_refused
 
+    if "://" not in args.store and not Path(args.store).expanduser().exists():
+        raise CommandError(f"no store at {args.store!r}")
     with Store(args.store) as store:
         if args.history:
             for at, _, change, detail in store.schema_history(args.table).iter_rows():
