@@ -321,3 +321,30 @@ def test_open_sink_evolves_too(stored: Path) -> None:
     with hubkit.open_sink(TradeAdded, key="id", store=stored, table="trade") as sink:
         assert sink.dao.count() == 5
         assert sink.dao.get("t000").lots == 1
+
+
+def test_a_rebuild_keeps_the_defaults_of_added_columns(stored: Path) -> None:
+    @dataclass
+    class TradeAddedNoteOptional:
+        id: str
+        price: Decimal
+        size: int
+        side: Side
+        at: datetime
+        fee: FeeV2
+        note: str | None
+        venue: str | None = None
+        lots: int = 1
+        tags: list[str] = field(default_factory=list)
+
+    with Store(stored) as s:
+        s.table(reflect(TradeAdded, "id", table="trade"))
+        s.table(reflect(TradeAddedNoteOptional, "id", table="trade"))  # note: a rebuild
+    # a writer still on the older definition leaves the new columns to their defaults
+    with sqlite3.connect(stored) as conn:
+        conn.execute(
+            "INSERT INTO trade (id, price, size, side, at, fee__rate, note) "
+            "VALUES ('old', '1', 1, 'Buy', 0, 0.5, NULL)"
+        )
+    assert raw(stored, "trade", ["lots", "fee__currency", "tags"])[-1] == ("1", "'USDT'", "'[]'")
+    assert [c for c, _ in history(stored, "trade")][-1] == "nullable"

@@ -8,6 +8,7 @@ import json
 import sqlite3
 import warnings
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -56,6 +57,10 @@ def changes(path: Path, table: str) -> list[str]:
 
 @pytest.fixture
 def orders(tmp_path: Path) -> Path:
+    return make_orders(tmp_path)
+
+
+def make_orders(tmp_path: Path) -> Path:
     path = tmp_path / "orders.db"
     with Store(path) as s:
         s.table(reflect(Order, "id")).upsert(
@@ -84,7 +89,9 @@ def test_a_change_that_needs_a_rewrite_is_refused_naming_each_difference(orders:
         assert s.table(reflect(Order, "id")).count() == 3
 
 
-def test_migrate_rewrites_in_one_transaction_and_keeps_a_copy(orders: Path) -> None:
+def test_migrate_rewrites_in_one_transaction_and_keeps_a_copy(tmp_path: Path) -> None:
+    started = datetime.now(UTC)
+    orders = make_orders(tmp_path)
     before = raw(orders, "order")
     with Store(orders) as s:
         done = s.migrate(reflect(OrderV2, "id", table="order"))
@@ -108,6 +115,8 @@ def test_migrate_rewrites_in_one_transaction_and_keeps_a_copy(orders: Path) -> N
     with Store(orders) as s:
         history = s.schema_history("order")
         assert history.get_column("change").to_list() == ["created", "migrated"]
+        when = history.get_column("at").to_list()
+        assert started <= when[0] <= when[1] <= datetime.now(UTC)
         assert json.loads(history.item(1, "detail"))["copy"] == done.copy
         with pytest.raises(StoreError, match="not a copy"):
             s.drop_copy("order")
@@ -257,6 +266,9 @@ def test_decimal_keys_that_would_merge_are_left_with_a_warning(tmp_path: Path) -
         with pytest.warns(HubkitWarning, match="key column 'price'"):
             t = s.table(reflect(Level, "price"))
         assert t.count() == 3  # nothing merged, nothing lost
+        with pytest.raises(StoreError, match="rows become one key"):  # nor by a migration
+            s.migrate(reflect(Level, "price"))
+        assert t.count() == 3
     with sqlite3.connect(path) as conn:
         assert sorted(r[0] for r in conn.execute("SELECT price FROM level")) == [
             "100.5",

@@ -62,7 +62,7 @@ class StoredColumn:
 class Stored:
     """A table as recorded in the store's sync-state ``columns`` JSON.
 
-    ``columns`` are the columns the entity maps, in table order; ``kept`` the columns whose
+    ``columns`` are the columns the entity maps, in field order; ``kept`` the columns whose
     field was removed (their data stays); ``canonical_decimals`` whether decimal columns are
     known to hold canonical text only.
     """
@@ -218,6 +218,7 @@ def plan(stored: Stored, spec: EntitySpec) -> Plan:
     reordered = order != [c.name for c in stored.columns if c.name in wanted]
     if reordered:
         changes.append(("reordered", "", ", ".join(spec.names)))
+    result_cols.sort(key=lambda c: spec.names.index(c.name))  # recorded in field order
     result = Stored(
         tuple(result_cols), spec.key, tuple(new_kept), stored.canonical_decimals, spec.cls.__name__
     )

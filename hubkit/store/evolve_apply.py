@@ -130,10 +130,11 @@ def reconcile(
             )
         stored = p.result
     if not stored.canonical_decimals:
-        fixed = canonicalize_decimals(tx, name, spec)
+        fixed, left = canonicalize_decimals(tx, name, spec)
         if fixed:
             record(tx, name, "canonical", {"rewritten": fixed})
-        stored = with_canonical_decimals(stored)
+        if not left:
+            stored = with_canonical_decimals(stored)
     if stored != before or fingerprint != spec.fingerprint:
         st = state.c
         tx.run(
@@ -181,9 +182,10 @@ def _apply(tx: Tx, dialect: Dialect, name: str, spec: EntitySpec, stored: Stored
 
 
 def _rebuild_sqlite(tx: Tx, name: str, result: Stored, widen: dict[str, str]) -> None:
-    """SQLite changes a column's type or NOT NULL only by copying the table: a new table,
-    every row copied (widened columns cast), the old one dropped, the new one renamed, its
-    indexes created again; all inside the caller's transaction."""
+    """SQLite changes a column's type or NOT NULL only by copying the table: a new table
+    (same columns in the same order, same defaults), every row copied (widened columns
+    cast), the old one dropped, the new one renamed, its indexes created again; all inside
+    the caller's transaction."""
     names = tx.column_names(name) or []
     by_name = {c.name: c for c in result.physical}
     indexes = [
@@ -195,8 +197,15 @@ def _rebuild_sqlite(tx: Tx, name: str, result: Stored, widen: dict[str, str]) ->
             ).bindparams(t=name)
         )
     ]
+    defaults = {
+        str(n): sa.text(str(d))
+        for n, d in tx.rows(
+            sa.text("SELECT name, dflt_value FROM pragma_table_info(:t)").bindparams(t=name)
+        )
+        if d is not None
+    }
     scratch = f"{name}__hubkit_rebuild"
-    new = _physical_table(scratch, [by_name[n] for n in names], result.key)
+    new = _physical_table(scratch, [by_name[n] for n in names], result.key, defaults)
     old = sa.table(name, *[sa.column(n) for n in names])
     tx.ddl(CreateTable(new))
     exprs = [
@@ -209,7 +218,9 @@ def _rebuild_sqlite(tx: Tx, name: str, result: Stored, widen: dict[str, str]) ->
         tx.run(sa.text(sql))
 
 
-def _physical_table(name: str, columns: Sequence[StoredColumn], key: Sequence[str]) -> sa.Table:
+def _physical_table(
+    name: str, columns: Sequence[StoredColumn], key: Sequence[str], defaults: dict[str, Any]
+) -> sa.Table:
     return sa.Table(
         name,
         sa.MetaData(),
@@ -220,6 +231,7 @@ def _physical_table(name: str, columns: Sequence[StoredColumn], key: Sequence[st
                 primary_key=c.name in key,
                 nullable=c.nullable,
                 autoincrement=False,
+                server_default=defaults.get(c.name),
             )
             for c in columns
         ],
@@ -232,12 +244,13 @@ def _not_canonical(col: sa.ColumnClause[Any]) -> sa.ColumnElement[bool]:
     return sa.or_(*[col.like(p) for p in patterns])
 
 
-def canonicalize_decimals(tx: Tx, name: str, spec: EntitySpec) -> dict[str, int]:
+def canonicalize_decimals(tx: Tx, name: str, spec: EntitySpec) -> tuple[dict[str, int], list[str]]:
     """Rewrite decimal text stored before decimals were canonical (``"0.1000"`` ->
     ``"0.1"``) in place, one ``UPDATE`` per distinct text; returns the texts rewritten per
-    column. A key column whose rewrite would make two rows one is left as it is, with a
-    warning."""
+    column and the columns left as they were: a key column whose rewrite would make two
+    rows one is left, with a warning (``migrate`` then refuses to merge them too)."""
     out: dict[str, int] = {}
+    left: list[str] = []
     for c in spec.columns:
         if c.kind != "decimal":
             continue
@@ -262,11 +275,12 @@ def canonicalize_decimals(tx: Tx, name: str, spec: EntitySpec) -> dict[str, int]
                 HubkitWarning,
                 stacklevel=5,
             )
+            left.append(c.name)
             continue
         for old, canonical in fixes:
             tx.run(sa.update(table).where(value == old).values({c.name: canonical}))
         out[c.name] = len(fixes)
-    return out
+    return out, left
 
 
 def _collides(tx: Tx, table: sa.TableClause, column: str, fixes: Sequence[tuple[str, str]]) -> bool:
