@@ -275,9 +275,9 @@ def refusal_message(name: str, spec: EntitySpec, refused: Sequence[str], store_u
 
 
 def same_columns(spec: EntitySpec, name: str, tables: Mapping[str, Stored]) -> list[str]:
-    """The other tables a renamed class probably wrote: when ``name`` is the class's own
-    table name (not one chosen with ``table=``), the tables with exactly ``spec``'s column
-    names and kinds that were written for another class (or one not recorded)."""
+    """The other tables a renamed class probably wrote: when ``name`` is the spec's table
+    name, the tables with exactly ``spec``'s column names and kinds last opened with a
+    class of another name (tables of the same class under several names are no rename)."""
     if name != spec.table:
         return []
     wanted = {(c[0], c[1]) for c in spec.describe()["columns"]}
@@ -285,6 +285,7 @@ def same_columns(spec: EntitySpec, name: str, tables: Mapping[str, Stored]) -> l
         other
         for other, stored in tables.items()
         if other != name
+        and stored.cls is not None
         and stored.cls != spec.cls.__name__
         and {(c.name, c.kind) for c in stored.columns} == wanted
     )

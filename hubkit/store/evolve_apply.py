@@ -10,6 +10,7 @@ returned as the error text.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from collections.abc import Sequence
@@ -108,7 +109,8 @@ def reconcile(
     table changed; the refusal is recorded in the history).
     """
     stored = stored_of(json.loads(described))
-    if fingerprint == spec.fingerprint and stored.canonical_decimals:
+    cls = spec.cls.__name__
+    if fingerprint == spec.fingerprint and stored.canonical_decimals and stored.cls == cls:
         return None
     before = stored
     if fingerprint != spec.fingerprint:
@@ -135,6 +137,7 @@ def reconcile(
             record(tx, name, "canonical", {"rewritten": fixed})
         if not left:
             stored = with_canonical_decimals(stored)
+    stored = dataclasses.replace(stored, cls=cls)  # the class that last opened the table
     if stored != before or fingerprint != spec.fingerprint:
         st = state.c
         tx.run(
