@@ -78,7 +78,7 @@ def test_a_change_that_needs_a_rewrite_is_refused_naming_each_difference(orders:
     assert "qty (stored str, now int)" in message
     assert "gone" not in message  # a removed field is kept, not a reason to refuse
     assert (
-        f"hubkit.store.Store('sqlite:///{orders}').migrate(hubkit.reflect(OrderV2, key='id'), "
+        f"hubkit.Store('sqlite:///{orders}').migrate(hubkit.reflect(OrderV2, key='id'), "
         "name='order')" in message
     )
     assert f"`hubkit migrate {orders} order`" in message

@@ -244,7 +244,7 @@ def migrate_call(store_url: str, spec: EntitySpec, name: str) -> str:
     """The Python call that migrates table ``name`` of the store at ``store_url`` to ``spec``."""
     key = spec.key[0] if len(spec.key) == 1 else spec.key
     return (
-        f"hubkit.store.Store({store_url!r}).migrate(hubkit.reflect({spec.cls.__name__}, "
+        f"hubkit.Store({store_url!r}).migrate(hubkit.reflect({spec.cls.__name__}, "
         f"key={key!r}), name={name!r})"
     )
 
