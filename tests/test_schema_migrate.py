@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import hubkit.store.migrate as migrate_module
 from hubkit.cli import main
 from hubkit.entity import reflect
 from hubkit.errors import HubkitWarning, SchemaChangeError, StoreError, ValidationError
@@ -89,7 +90,10 @@ def test_a_change_that_needs_a_rewrite_is_refused_naming_each_difference(orders:
         assert s.table(reflect(Order, "id")).count() == 3
 
 
-def test_migrate_rewrites_in_one_transaction_and_keeps_a_copy(tmp_path: Path) -> None:
+def test_migrate_rewrites_in_one_transaction_and_keeps_a_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(migrate_module, "_BATCH", 2)  # 3 rows: read in two batches
     started = datetime.now(UTC)
     orders = make_orders(tmp_path)
     before = raw(orders, "order")
@@ -191,6 +195,39 @@ def test_the_command_line_migrates_to_the_refused_definition(
     missing = orders.parent / "missing.db"
     assert main(["migrate", str(missing), "order"]) == 1
     assert "no store" in capsys.readouterr().err and not missing.exists()
+
+
+@dataclass
+class Candle:
+    symbol: str
+    start: datetime
+    close: float
+
+
+@dataclass
+class CandleV2:
+    symbol: str
+    start: datetime
+    close: Decimal
+
+
+def test_migrate_reads_a_compound_key_in_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(migrate_module, "_BATCH", 3)
+    path = tmp_path / "candles.db"
+    rows = [
+        Candle(sym, datetime(2024, 1, 1, h, tzinfo=UTC), h + 0.25)
+        for sym in ("BTC", "ETH")
+        for h in range(4)
+    ]
+    with Store(path) as s:
+        s.table(reflect(Candle, ("symbol", "start"))).upsert(rows)
+        done = s.migrate(reflect(CandleV2, ("symbol", "start"), table="candle"))
+        t = s.table(reflect(CandleV2, ("symbol", "start"), table="candle"))
+        got = sorted(t.spec.from_frame(t.read_all()), key=lambda c: (c.symbol, c.start))
+    assert done.rows == 8
+    assert got == [CandleV2(c.symbol, c.start, Decimal(str(c.close))) for c in rows]
 
 
 @dataclass

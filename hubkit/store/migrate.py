@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["Migration", "definition_of_refused", "drop_column", "drop_copy", "history", "migrate"]
 
 _INSERT_CHUNK = 50_000
+_BATCH = 200_000  # rows read, converted and written at a time
 
 
 @dataclass(frozen=True)
@@ -83,16 +84,6 @@ def migrate(
             _set_state(tx, store, name, spec, done)
             return Migration(name, None, 0, ())
         physical = {c.name: c for c in stored.physical}
-        old = sa.table(name, *[sa.column(n) for n in names])
-        raw = _read(tx, sa.select(*old.c), physical)
-        frame = _convert(spec, physical, raw, fill)
-        key = list(spec.key)
-        if frame.select(key).is_duplicated().any():
-            twice = frame.filter(frame.select(key).is_duplicated()).select(key).row(0)
-            raise StoreError(
-                f"migrating {name!r}: rows become one key {twice!r} in the new definition "
-                "(nothing changed)"
-            )
         copy = _free_name(tx, f"{name}__before_{datetime.now(UTC):%Y%m%d%H%M%S}")
         indexes = _indexes(tx, store, name)
         tx.ddl(RenameTable(name, copy))
@@ -102,11 +93,15 @@ def migrate(
         kept = [k for k in kept if k.name in physical]
         table = _table(name, spec, kept)
         tx.ddl(CreateTable(table))
-        out = pl.DataFrame([to_storage(c, frame.get_column(c.name)) for c in spec.columns])
-        if kept:
-            out = out.with_columns(raw.get_column(k.name) for k in kept)
-        for start in range(0, out.height, _INSERT_CHUNK):
-            tx.insert_many(table, out.slice(start, _INSERT_CHUNK).to_dicts())
+        old = sa.table(copy, *[sa.column(n) for n in names])
+        rows = 0
+        for raw in _batches(tx, old, list(stored.key), physical):
+            frame = _convert(spec, physical, raw, fill)
+            out = pl.DataFrame([to_storage(c, frame.get_column(c.name)) for c in spec.columns])
+            if kept:
+                out = out.with_columns(raw.get_column(k.name) for k in kept)
+            _insert(tx, name, table, spec, out)
+            rows += out.height
         for _, sql in indexes:
             tx.run(sa.text(sql))
         result = Stored(
@@ -118,15 +113,66 @@ def migrate(
         )
         _set_state(tx, store, name, spec, result)
         changes = tuple(p.refused) + tuple(f"{w} {c} {d}".strip() for w, c, d in p.changes)
-        record(tx, name, "migrated", {"copy": copy, "rows": out.height, "changes": changes})
-        return Migration(name, copy, out.height, changes)
+        record(tx, name, "migrated", {"copy": copy, "rows": rows, "changes": changes})
+        return Migration(name, copy, rows, changes)
+
+
+def _batches(
+    tx: Tx, old: sa.TableClause, key: list[str], physical: Mapping[str, StoredColumn]
+) -> Iterator[pl.DataFrame]:
+    """The rows of ``old`` in key order, ``_BATCH`` at a time (keyset pagination on the
+    old table's primary key): a migration never holds the whole table."""
+    cols = [old.c[k] for k in key]
+    last: tuple[Any, ...] | None = None
+    while True:
+        stmt = sa.select(*old.c).order_by(*cols).limit(_BATCH)
+        if last is not None:
+            after = cols[0] > last[0] if len(cols) == 1 else sa.tuple_(*cols) > sa.tuple_(*last)
+            stmt = stmt.where(after)
+        raw = _read(tx, stmt, physical)
+        if raw.height == 0:
+            return
+        yield raw
+        last = raw.select(key).row(-1)
+        if raw.height < _BATCH:
+            return
+
+
+def _insert(tx: Tx, name: str, table: sa.Table, spec: EntitySpec, out: pl.DataFrame) -> None:
+    key = list(spec.key)
+    if out.select(key).is_duplicated().any():
+        twice = out.filter(out.select(key).is_duplicated()).select(key).row(0)
+        raise StoreError(
+            f"migrating {name!r}: rows become one key {twice!r} in the new definition "
+            "(nothing changed)"
+        )
+    for start in range(0, out.height, _INSERT_CHUNK):
+        try:
+            tx.insert_many(table, out.slice(start, _INSERT_CHUNK).to_dicts())
+        except Exception as exc:
+            if "unique" not in str(exc).lower():
+                raise
+            raise StoreError(
+                f"migrating {name!r}: rows become one key in the new definition (nothing "
+                f"changed): {exc}"
+            ) from exc
+
+
+def _storage_dtype(kind: str) -> pl.DataType:
+    if kind in ("int", "datetime", "enum:int"):
+        return pl.Int64()
+    if kind == "float":
+        return pl.Float64()
+    if kind == "bool":
+        return pl.Boolean()
+    return pl.String()
 
 
 def _read(tx: Tx, stmt: sa.Select[Any], physical: Mapping[str, StoredColumn]) -> pl.DataFrame:
+    """The selected rows with their values as stored (datetimes in µs, dates as text)."""
     names = [c.name for c in stmt.selected_columns]
-    kinds = {n: physical[n].kind if n in physical else "str" for n in names}
     schema = pl.Schema(
-        {n: _frame_values(k, pl.Series([], dtype=pl.Null)).dtype for n, k in kinds.items()}
+        {n: _storage_dtype(physical[n].kind if n in physical else "str") for n in names}
     )
     try:
         return tx.frame(stmt, schema)
