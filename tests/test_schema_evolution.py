@@ -269,13 +269,14 @@ class TradeWidened:  # size int -> float, note str -> Optional[str], a new Side 
     note: str | None
 
 
-def test_safe_widenings_apply_in_place(stored: Path) -> None:
+@pytest.mark.parametrize("fast", [True, False], ids=["adbc", "sqlalchemy"])
+def test_safe_widenings_apply_in_place(stored: Path, fast: bool) -> None:
     with sqlite3.connect(stored) as conn:  # an index of the user's own survives the rebuild
         conn.execute('CREATE INDEX my_size_index ON trade ("size", note)')
     kept = ["id", "price", "side", "at", "fee__rate", "note"]
     before = raw(stored, "trade", kept)
     sizes = raw(stored, "trade", ["size"])
-    with Store(stored) as s, warnings.catch_warnings():
+    with Store(stored, fast=fast) as s, warnings.catch_warnings():
         warnings.simplefilter("error")
         t = s.table(reflect(TradeWidened, "id", table="trade"))
         assert t.get("t004") == TradeWidened(
@@ -290,7 +291,7 @@ def test_safe_widenings_apply_in_place(stored: Path) -> None:
     assert "my_size_index" in sql_of(stored, "my_size_index")
     assert [c for c, _ in history(stored, "trade")] == ["created", "widened", "nullable"]
     # the old definition is now a narrowing: refused
-    with Store(stored) as s, pytest.raises(SchemaChangeError) as info:
+    with Store(stored, fast=fast) as s, pytest.raises(SchemaChangeError) as info:
         s.table(reflect(Trade, "id"))
     message = str(info.value)
     assert "size (stored float, now int)" in message

@@ -211,8 +211,9 @@ class CandleV2:
     close: Decimal
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["adbc", "sqlalchemy"])
 def test_migrate_reads_a_compound_key_in_batches(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast: bool
 ) -> None:
     monkeypatch.setattr(migrate_module, "_BATCH", 3)
     path = tmp_path / "candles.db"
@@ -221,7 +222,7 @@ def test_migrate_reads_a_compound_key_in_batches(
         for sym in ("BTC", "ETH")
         for h in range(4)
     ]
-    with Store(path) as s:
+    with Store(path, fast=fast) as s:
         s.table(reflect(Candle, ("symbol", "start"))).upsert(rows)
         done = s.migrate(reflect(CandleV2, ("symbol", "start"), table="candle"))
         t = s.table(reflect(CandleV2, ("symbol", "start"), table="candle"))
