@@ -71,7 +71,7 @@ it costs about a second.
 Layout of the package: ``engine`` (how a transaction runs, ADBC or SQLAlchemy), ``codec``
 (kinds <-> SQL), ``store`` (open/close, schema check), ``table`` (rows of one entity;
 ``apply(changeset)``), ``outbox`` (sync-state and outbox tables and statements),
-``inventory`` (what a store holds, read-only: ``read_inventory``), ``evolve`` (the
+``inventory`` (what a store holds, read-only: ``store_inventory``), ``evolve`` (the
 schema-change decision, no I/O), ``evolve_apply``/``evolve_ddl`` (applying it when a table
 opens), ``migrate`` (explicit rewrites and drops). A change is
 one ``hubkit.changeset.ChangeSet`` applied by ``TableStore.apply`` in one transaction.
@@ -86,7 +86,7 @@ from hubkit.store.engine import (
     OUTBOX_TABLE,
     STATE_TABLE,
 )
-from hubkit.store.inventory import TableInventory, read_inventory
+from hubkit.store.inventory import ColumnInventory, Inventory, TableInventory, store_inventory
 from hubkit.store.migrate import Migration
 from hubkit.store.store import Store, default_store_url, store_url
 from hubkit.store.table import TableStore
@@ -101,12 +101,14 @@ __all__ = [
     "UNSET",
     "Applied",
     "ChangeSet",
+    "ColumnInventory",
+    "Inventory",
     "Migration",
     "OutboxWrite",
     "Store",
     "TableInventory",
     "TableStore",
     "default_store_url",
-    "read_inventory",
+    "store_inventory",
     "store_url",
 ]
