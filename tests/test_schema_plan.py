@@ -6,7 +6,14 @@ import enum
 from dataclasses import dataclass
 
 from hubkit.entity import reflect
-from hubkit.store.evolve import Stored, plan, same_columns, spec_stored, stored_of
+from hubkit.store.evolve import (
+    Stored,
+    plan,
+    refusal_message,
+    same_columns,
+    spec_stored,
+    stored_of,
+)
 
 
 class Color(enum.Enum):
@@ -95,3 +102,12 @@ def test_same_columns_names_tables_of_another_class_only() -> None:
     assert same_columns(reflect(Renamed, "id"), "chosen", tables) == []  # not its own name
     legacy = {"v1": Stored(stored_v1().columns, ("id",))}  # class not recorded: no guess
     assert same_columns(reflect(Renamed, "id"), "renamed", legacy) == []
+
+
+def test_the_refusal_names_the_call_and_command_without_a_password() -> None:
+    url = "postgresql+psycopg://hub:s3cret@db.example/market"
+    text = refusal_message("v1", reflect(V1, "id"), ["n (stored int, now str)"], url)
+    assert "s3cret" not in text
+    assert "n (stored int, now str)" in text
+    assert "hubkit.Store('postgresql+psycopg://hub:***@db.example/market').migrate(" in text
+    assert "`hubkit migrate 'postgresql+psycopg://hub:***@db.example/market' v1`" in text

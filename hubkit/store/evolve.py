@@ -19,9 +19,12 @@ The applier is ``hubkit.store.evolve_apply``.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
+
+import sqlalchemy as sa
 
 from hubkit.entity import Column, EntitySpec
 
@@ -244,23 +247,24 @@ def migrate_call(store_url: str, spec: EntitySpec, name: str) -> str:
     """The Python call that migrates table ``name`` of the store at ``store_url`` to ``spec``."""
     key = spec.key[0] if len(spec.key) == 1 else spec.key
     return (
-        f"hubkit.Store({store_url!r}).migrate(hubkit.reflect({spec.cls.__name__}, "
+        f"hubkit.Store({_shown(store_url)!r}).migrate(hubkit.reflect({spec.cls.__name__}, "
         f"key={key!r}), name={name!r})"
     )
 
 
 def migrate_command(store_url: str, name: str) -> str:
     """The command line that migrates table ``name`` (to the definition last refused)."""
-    target = (
-        store_url.removeprefix("sqlite:///") if store_url.startswith("sqlite:///") else store_url
-    )
-    return f"hubkit migrate {_shell_word(target)} {_shell_word(name)}"
+    shown = _shown(store_url)
+    target = shown.removeprefix("sqlite:///") if shown.startswith("sqlite:///") else shown
+    return f"hubkit migrate {shlex.quote(target)} {shlex.quote(name)}"
 
 
-def _shell_word(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
+def _shown(store_url: str) -> str:
+    """The store URL as shown in a message: any password hidden."""
+    try:
+        return sa.make_url(store_url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return store_url
 
 
 def refusal_message(name: str, spec: EntitySpec, refused: Sequence[str], store_url: str) -> str:
