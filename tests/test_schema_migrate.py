@@ -4,11 +4,12 @@ same evolution on a real PostgreSQL server."""
 
 from __future__ import annotations
 
+import enum
 import json
 import sqlite3
 import warnings
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -356,3 +357,91 @@ def test_the_same_evolution_on_postgresql(postgres_database: str) -> None:
             Row(2, 20, "b"),
         ]
         s.drop_copy(done.copy)
+
+
+class Side(enum.Enum):
+    BUY = "Buy"
+    SELL = "Sell"
+
+
+class Level2(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+@dataclass
+class Fee:
+    rate: float
+    asset: str = "USDT"
+
+
+@dataclass
+class Fill:
+    id: str
+    price: Decimal
+    side: Side
+    level: Level2
+    at: datetime
+    day: date
+    fee: Fee
+    tags: list[str]
+    done: bool
+
+
+@dataclass
+class FillV2:  # price Decimal -> float: refused, then migrated from the command line
+    id: str
+    price: float
+    side: Side
+    level: Level2
+    at: datetime
+    day: date
+    fee: Fee
+    tags: list[str]
+    done: bool
+    venue: str = "XNAS"
+
+
+def test_the_command_line_rebuilds_every_kind_of_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "fills.db"
+    at = datetime(2024, 3, 1, 9, 30, 0, 123456, tzinfo=UTC)
+    fills = [
+        Fill(
+            "f1",
+            Decimal("0.25"),
+            Side.BUY,
+            Level2.HIGH,
+            at,
+            date(2024, 3, 1),
+            Fee(0.1),
+            ["a"],
+            True,
+        ),
+        Fill(
+            "f2",
+            Decimal("3"),
+            Side.SELL,
+            Level2.LOW,
+            at,
+            date(2024, 3, 2),
+            Fee(0.2, "BTC"),
+            [],
+            False,
+        ),
+    ]
+    with Store(path) as s:
+        s.table(reflect(Fill, "id")).upsert(fills)
+        with pytest.raises(SchemaChangeError, match=r"price \(stored decimal, now float\)"):
+            s.table(reflect(FillV2, "id", table="fill"))
+    assert main(["migrate", str(path), "fill"]) == 0
+    assert "2 rows rewritten" in capsys.readouterr().out
+    with Store(path) as s, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = s.table(reflect(FillV2, "id", table="fill"))
+        got = sorted(t.spec.from_frame(t.read_all()), key=lambda f: f.id)
+    assert got == [
+        FillV2("f1", 0.25, Side.BUY, Level2.HIGH, at, date(2024, 3, 1), Fee(0.1), ["a"], True),
+        FillV2("f2", 3.0, Side.SELL, Level2.LOW, at, date(2024, 3, 2), Fee(0.2, "BTC"), [], False),
+    ]
