@@ -87,6 +87,9 @@ def test_a_change_that_needs_a_rewrite_is_refused_naming_each_difference(orders:
     assert isinstance(info.value, StoreError)
     assert raw(orders, "order") == before
     assert changes(orders, "order") == ["created", "refused"]
+    with Store(orders) as s, pytest.raises(SchemaChangeError):  # the same attempt again
+        s.table(reflect(OrderV2, "id", table="order"))
+    assert changes(orders, "order") == ["created", "refused"]  # recorded once
     with Store(orders) as s:  # the stored definition still opens
         assert s.table(reflect(Order, "id")).count() == 3
 

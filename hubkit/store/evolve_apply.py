@@ -117,7 +117,9 @@ def reconcile(
         p = plan(stored, spec)
         refused = list(p.refused) + _nulls_left(tx, name, p)
         if refused:
-            record(tx, name, "refused", {"differences": refused, "wanted": wanted(spec)})
+            attempt = {"differences": refused, "wanted": wanted(spec)}
+            if _last_change(tx, name) != ("refused", json_text(attempt)):  # once per attempt
+                record(tx, name, "refused", attempt)
             return refusal_message(name, spec, refused, store_url)
         _apply(tx, dialect, name, spec, stored, p)
         for what, column, detail in p.changes:
@@ -146,6 +148,16 @@ def reconcile(
             .values(fingerprint=spec.fingerprint, columns=json_text(stored.as_json()))
         )
     return None
+
+
+def _last_change(tx: Tx, name: str) -> tuple[str, str] | None:
+    """The (change, detail) last recorded for table ``name``, if any."""
+    if tx.column_names(HISTORY.name) is None:
+        return None
+    h = HISTORY.c
+    stmt = sa.select(h.change, h.detail).where(h.table_name == name).order_by(h.id.desc())
+    found = tx.rows(stmt.limit(1))
+    return (str(found[0][0]), str(found[0][1])) if found else None
 
 
 def _nulls_left(tx: Tx, name: str, p: Plan) -> list[str]:
