@@ -12,7 +12,8 @@ errors are translated at the boundary (``raise hubkit.TransportError(...) from e
     ├── StoreError             the SQL store failed (locked, unreachable, incompatible schema)
     │   ├── StorePathError     the path cannot hold a store (missing folder, a folder, ...)
     │   ├── CorruptStoreError  the file is not a SQLite database, or is damaged
-    │   └── ReadOnlyStoreError a write to a store opened read-only
+    │   ├── ReadOnlyStoreError a write to a store opened read-only
+    │   └── SchemaChangeError  a stored table needs migrating to a changed dataclass
     ├── ClosedError            a sink, store or connection used after close
     ├── BridgeError            misuse of the event-loop bridge (e.g. a blocking call on its thread)
     ├── OfflineError           no remote reachable and no stored data to fall back on
@@ -53,6 +54,7 @@ __all__ = [
     "Rejected",
     "RemoteError",
     "RemoteTimeout",
+    "SchemaChangeError",
     "SchemaError",
     "StaleDataWarning",
     "StoreError",
@@ -130,6 +132,11 @@ class ReadOnlyStoreError(_StoreFileError):
     """A write to a store that is open read-only (its file or folder is not writable).
 
     ``path`` is the file. Make it writable and open a new ``Store`` to write."""
+
+
+class SchemaChangeError(StoreError):
+    """A stored table was written for a definition that cannot be evolved in place; the
+    message names each difference and the call (and command) that migrates the table."""
 
 
 class ClosedError(HubkitError):

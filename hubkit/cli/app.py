@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, TextIO
 
-from hubkit.cli import data, demo, simulate, sync
+from hubkit.cli import data, demo, migrate, simulate, sync
 from hubkit.cli.output import reason
 from hubkit.cli.params import EXIT_FAILED, EXIT_INTERRUPTED, did_you_mean, is_typo
 from hubkit.cli.running import signals_as_interrupt
@@ -99,6 +99,18 @@ COMMANDS: Final = (
         add_arguments=data.add_status_arguments,
         run=data.run_status,
     ),
+    Command(
+        "migrate",
+        help="rewrite a table for a changed dataclass (keeping a copy of the old table)",
+        description="Rewrite TABLE of STORE, in one transaction, for the definition that\n"
+        "hubkit refused to apply in place when the table was last opened; the old table is\n"
+        "kept as a copy until you drop it. Also drops a kept column or a kept copy.",
+        epilog="examples:\n  hubkit migrate data.db trade\n"
+        "  hubkit migrate data.db trade --drop-column old_field\n"
+        "  hubkit migrate data.db trade --history",
+        add_arguments=migrate.add_arguments,
+        run=migrate.run,
+    ),
 )
 
 _BY_NAME: Final = {c.name: c for c in COMMANDS}
@@ -148,7 +160,8 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``hubkit`` argument parser (sub-commands demo, load, sync, simulate, status)."""
+    """The ``hubkit`` argument parser (sub-commands demo, load, sync, simulate, status,
+    migrate)."""
     return _build()[0]
 
 

@@ -40,12 +40,16 @@ Promises:
   written; a bad value raises ``ValidationError`` naming the column and nothing is stored.
   An upsert of an existing key replaces the row; a key repeated inside one batch keeps its
   last row.
-- **Schema safety.** The first ``table(spec)`` records the spec's fingerprint; opening the
-  table later with a spec whose columns differ raises ``StoreError`` listing the columns
-  that differ. hubkit never drops or rewrites stored data to make a schema fit. A table it
-  did not create is adopted only with exactly the entity's columns and a primary key or
-  unique index on exactly its key; an existing file is checked before hubkit first changes
-  it (e.g. to WAL mode), so a refused file is left as it was.
+- **Schema safety.** The first ``table(spec)`` records the spec's fingerprint and columns;
+  opening the table later with a changed spec evolves it in place when that loses nothing
+  (new Optional or defaulted columns, removed columns kept, int -> float, T -> Optional[T]:
+  ``evolve``/``evolve_apply``) and otherwise raises ``SchemaChangeError`` listing the
+  differences and the ``Store.migrate`` call (``migrate``) that rewrites the table, keeping
+  a copy. hubkit never drops stored data unless asked (``drop_column``, ``drop_copy``);
+  every change is recorded in ``hubkit_schema_history``. A table it did not create is
+  adopted only with exactly the entity's columns and a primary key or unique index on
+  exactly its key; an existing file is checked before hubkit first changes it (e.g. to WAL
+  mode), so a refused file is left as it was.
 - **Shared files.** SQLite runs in WAL mode with ``synchronous=NORMAL`` and a 30 s busy
   timeout on every connection, and every write transaction starts with ``BEGIN IMMEDIATE``,
   so a notebook and a scheduled job can read and write one file at the same time without
@@ -74,7 +78,9 @@ it costs about a second.
 Layout of the package: ``engine`` (how a transaction runs, ADBC or SQLAlchemy), ``codec``
 (kinds <-> SQL), ``store`` (open/close, schema check), ``table`` (rows of one entity;
 ``apply(changeset)``), ``outbox`` (sync-state and outbox tables and statements),
-``inventory`` (what a store holds, read-only: ``store_inventory``). A change is
+``inventory`` (what a store holds, read-only: ``store_inventory``), ``evolve`` (the
+schema-change decision, no I/O), ``evolve_apply``/``evolve_ddl`` (applying it when a table
+opens), ``migrate`` (explicit rewrites and drops). A change is
 one ``hubkit.changeset.ChangeSet`` applied by ``TableStore.apply`` in one transaction.
 """
 
@@ -88,6 +94,7 @@ from hubkit.store.engine import (
     STATE_TABLE,
 )
 from hubkit.store.inventory import ColumnInventory, Inventory, TableInventory, store_inventory
+from hubkit.store.migrate import Migration
 from hubkit.store.store import Store, default_store_url, store_url
 from hubkit.store.table import TableStore
 
@@ -103,6 +110,7 @@ __all__ = [
     "ChangeSet",
     "ColumnInventory",
     "Inventory",
+    "Migration",
     "OutboxWrite",
     "Store",
     "TableInventory",

@@ -163,6 +163,8 @@ def _unique_sets(tx: Reads, name: str) -> list[frozenset[str]]:
 def refusal(name: str, spec: EntitySpec, stored: StoredTable) -> str | None:
     """Why hubkit must not use table ``name`` for ``spec``, or None when it may."""
     if stored.state is not None:
+        if stored.columns is not None:
+            return None  # a table hubkit recorded: the schema reconciliation decides
         fingerprint, described = stored.state
         return None if fingerprint == spec.fingerprint else schema_diff(name, described, spec)
     if stored.columns is None:

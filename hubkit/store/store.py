@@ -6,7 +6,7 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from types import ModuleType, TracebackType
@@ -18,13 +18,20 @@ from sqlalchemy.pool import NullPool, StaticPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from hubkit.entity import EntitySpec
-from hubkit.errors import ClosedError, HubkitError, ReadOnlyStoreError, StoreError
+from hubkit.errors import (
+    ClosedError,
+    HubkitError,
+    ReadOnlyStoreError,
+    SchemaChangeError,
+    StoreError,
+)
 from hubkit.sqlite_guard import SqliteGuard
 from hubkit.store.checks import (
     file_access,
     probe,
     readonly_target,
     refusal,
+    schema_diff,
     store_error,
     stored_table,
 )
@@ -41,6 +48,9 @@ from hubkit.store.engine import (
     configure_sqlite,
     sqlite_pragmas,
 )
+from hubkit.store.evolve_apply import created, reconcile
+from hubkit.store.evolve_ddl import HISTORY_TABLE
+from hubkit.store.migrate import Migration, drop_column, drop_copy, history, migrate
 from hubkit.store.outbox import bookkeeping_tables
 from hubkit.store.table import TableStore
 
@@ -183,13 +193,16 @@ class Store:
     def table(self, spec: EntitySpec, *, name: str | None = None) -> TableStore:
         """The ``TableStore`` for ``spec`` (table ``name``, default ``spec.table``).
 
-        Creates the table on first use and records the spec's fingerprint; raises
-        ``StoreError`` listing the differing columns if the table was stored for a different
-        definition. ``name`` is also the sink name for sync state and the outbox.
+        Creates the table on first use and records the spec's fingerprint. A table stored
+        for an earlier definition is evolved when that is safe (new Optional or defaulted
+        fields, reordered fields, removed fields kept, widenings: see
+        ``hubkit.store.evolve``); any other difference raises ``SchemaChangeError`` (a
+        ``StoreError``) naming each difference and the ``migrate`` call that rewrites the
+        table. ``name`` is also the sink name for sync state and the outbox.
         """
         self._check_open()
         name = name or spec.table
-        if name in (STATE_TABLE, OUTBOX_TABLE):
+        if name in (STATE_TABLE, OUTBOX_TABLE, HISTORY_TABLE):
             raise StoreError(f"table name {name!r} is reserved for hubkit")
         with self._lock:
             known = self._tables.get(name)
@@ -199,6 +212,7 @@ class Store:
         access = self._access
         readonly = access is not None and access.readonly
         what = f"opening table {name!r}"
+        refused: str | None = None
         # An existing file is checked before hubkit first changes it (switching it to WAL).
         if access is not None and not readonly and not self._probed and os.path.exists(access.path):
             with self._translate(what):
@@ -209,9 +223,28 @@ class Store:
                 tx.ddl(CreateTable(self.outbox_table, if_not_exists=True))
                 tx.ddl(CreateIndex(self._outbox_index, if_not_exists=True))
             stored = stored_table(tx, name, self.state_table)
-            problem = refusal(name, spec, stored)
-            if problem is not None:
-                raise StoreError(problem)
+            if stored.state is not None and stored.columns is not None and not readonly:
+                # A table hubkit recorded: evolved in place, or refused with the migration.
+                fingerprint, recorded = stored.state
+                refused = reconcile(
+                    tx,
+                    self.engine.dialect,
+                    self.state_table,
+                    self.url,
+                    name,
+                    spec,
+                    fingerprint,
+                    json_text(recorded),
+                )
+            else:
+                problem = refusal(name, spec, stored)
+                if problem is None and stored.state is not None and stored.columns is not None:
+                    fingerprint, recorded = stored.state  # read-only: nothing can evolve
+                    if fingerprint != spec.fingerprint:
+                        problem = schema_diff(name, recorded, spec)
+                if problem is not None:
+                    raise StoreError(problem)
+            described = json_text(spec.describe())
             if stored.columns is None:
                 if access is not None and readonly:
                     raise ReadOnlyStoreError(
@@ -220,6 +253,7 @@ class Store:
                         path=access.path,
                     )
                 tx.ddl(CreateTable(ts.table, if_not_exists=True))
+                described = created(tx, self.state_table, spec, name)
             if stored.state is None and not readonly:
                 tx.run(
                     sa.insert(self.state_table).values(
@@ -227,14 +261,44 @@ class Store:
                         cursor=None,
                         last_sync=None,
                         fingerprint=spec.fingerprint,
-                        columns=json_text(spec.describe()),
+                        columns=described,
                         extra="{}",
                     )
                 )
+        if refused is not None:
+            raise SchemaChangeError(refused)
         with self._lock:
             self._tables[name] = ts
             self._probed = True
         return ts
+
+    # -- schema changes (see hubkit.store.migrate) ---------------------------------------
+
+    def migrate(
+        self, spec: EntitySpec, *, name: str | None = None, fill: Mapping[str, Any] | None = None
+    ) -> Migration:
+        """Rewrite table ``name`` (default ``spec.table``) for ``spec`` in one transaction,
+        keeping the old table as a copy (see ``hubkit.store.migrate.migrate``)."""
+        self._check_open()
+        done = migrate(self, spec, name, fill)
+        with self._lock:
+            self._tables.pop(done.table, None)
+        return done
+
+    def drop_column(self, table: str, column: str) -> None:
+        """Delete a column kept after its field was removed from the dataclass, and its data."""
+        self._check_open()
+        drop_column(self, table, column)
+
+    def drop_copy(self, copy: str) -> None:
+        """Delete the copy of a table that ``migrate`` kept (``Migration.copy``)."""
+        self._check_open()
+        drop_copy(self, copy)
+
+    def schema_history(self, table: str | None = None) -> pl.DataFrame:
+        """Every recorded schema change (when, table, what, detail), oldest first."""
+        self._check_open()
+        return history(self, table)
 
     # -- sessions -----------------------------------------------------------------------
 
