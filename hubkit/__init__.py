@@ -84,6 +84,9 @@ if TYPE_CHECKING:
         reflect,
         wire,
     )
+    from hubkit.indexes import (
+        index,
+    )
     from hubkit.notebook import (
         StatusPanel,
         status_panel,
@@ -123,6 +126,7 @@ _LAZY: dict[str, str] = {
     "EntitySpec": "hubkit.entity",
     "reflect": "hubkit.entity",
     "wire": "hubkit.entity",
+    "index": "hubkit.indexes",
     "Store": "hubkit.store",
     "Sink": "hubkit.sink",
     "SinkDao": "hubkit.sink",
@@ -221,6 +225,7 @@ __all__ = [
     "aopen_sink",
     "datasets",
     "default_catalog",
+    "index",
     "load",
     "local_wins",
     "open_sink",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from types import ModuleType, TracebackType
@@ -19,6 +19,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from hubkit.entity import EntitySpec
 from hubkit.errors import ClosedError, HubkitError, StoreError
+from hubkit.indexes import IndexSpec
 from hubkit.sqlite_guard import SqliteGuard
 from hubkit.store.codec import json_text
 from hubkit.store.engine import (
@@ -32,6 +33,7 @@ from hubkit.store.engine import (
     Tx,
     configure_sqlite,
 )
+from hubkit.store.indexing import add_missing_indexes, wanted_indexes
 from hubkit.store.outbox import bookkeeping_tables
 from hubkit.store.table import TableStore
 
@@ -103,6 +105,7 @@ class Store:
         self.state_table, self.outbox_table, self._outbox_index = bookkeeping_tables()
         self._lock = threading.Lock()
         self._tables: dict[str, TableStore] = {}
+        self._indexed: set[tuple[str, str]] = set()  # (table, index) known to exist
         self._closed = False
         self._pid = os.getpid()
         self._pool = Pool()
@@ -149,12 +152,18 @@ class Store:
 
     # -- tables -------------------------------------------------------------------------
 
-    def table(self, spec: EntitySpec, *, name: str | None = None) -> TableStore:
+    def table(
+        self, spec: EntitySpec, *, name: str | None = None, indexes: Iterable[IndexSpec] = ()
+    ) -> TableStore:
         """The ``TableStore`` for ``spec`` (table ``name``, default ``spec.table``).
 
         Creates the table on first use and records the spec's fingerprint; raises
         ``StoreError`` listing the differing columns if the table was stored for a different
         definition. ``name`` is also the sink name for sync state and the outbox.
+        ``indexes``: secondary indexes (column names or tuples of them) wanted besides those
+        the entity declares (``hubkit.index``); they are created with the table, and added
+        to an existing table that lacks them (see ``hubkit.store.indexing``). An index on
+        a column the table lacks raises ``SchemaError`` before anything is written.
         """
         self._check_open()
         name = name or spec.table
@@ -163,8 +172,15 @@ class Store:
         with self._lock:
             known = self._tables.get(name)
         if known is not None and known.spec.fingerprint == spec.fingerprint:
-            return known if known.spec == spec else TableStore(self, spec, name)
+            ts = known if known.spec == spec else TableStore(self, spec, name)
+            wanted = self._unknown_indexes(ts, indexes)
+            if wanted:
+                with self._translate(f"indexing table {name!r}"), self._write() as tx:
+                    add_missing_indexes(tx, ts.table, wanted)
+                self._indexed.update((name, str(ix.name)) for ix in wanted)
+            return ts
         ts = TableStore(self, spec, name)
+        wanted = self._unknown_indexes(ts, indexes)
         with self._translate(f"opening table {name!r}"), self._write() as tx:
             tx.ddl(CreateTable(self.state_table, if_not_exists=True))
             tx.ddl(CreateTable(self.outbox_table, if_not_exists=True))
@@ -182,6 +198,7 @@ class Store:
                 )
             if existing is None:
                 tx.ddl(CreateTable(ts.table, if_not_exists=True))
+            add_missing_indexes(tx, ts.table, wanted)
             if not found:
                 tx.run(
                     sa.insert(self.state_table).values(
@@ -195,7 +212,14 @@ class Store:
                 )
         with self._lock:
             self._tables[name] = ts
+            self._indexed.update((name, str(ix.name)) for ix in wanted)
         return ts
+
+    def _unknown_indexes(self, ts: TableStore, indexes: Iterable[IndexSpec]) -> list[sa.Index]:
+        """The indexes ``ts`` should have that this store has not yet seen to exist."""
+        wanted = wanted_indexes(ts.table, ts.spec, indexes)
+        with self._lock:
+            return [ix for ix in wanted if (ts.name, str(ix.name)) not in self._indexed]
 
     # -- sessions -----------------------------------------------------------------------
 
