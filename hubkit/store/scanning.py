@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from hubkit.scan import ReadPlan, SqliteStatements, default_rules, read_batches, scan_table
+from hubkit.scan import (
+    ColumnRules,
+    ReadPlan,
+    SqliteStatements,
+    default_rules,
+    read_batches,
+    scan_table,
+)
 from hubkit.store.codec import from_storage, storage_kind
 
 if TYPE_CHECKING:
@@ -69,12 +76,18 @@ def scan_store_table(
     def decode(frame: pl.DataFrame) -> pl.DataFrame:
         return pl.DataFrame([from_storage(columns[s.name], s) for s in frame.iter_columns()])
 
+    rules = default_rules(spec.schema)
+    if store.engine.dialect.name != "sqlite":
+        # Booleans are pushed as 0/1, which only SQLite compares with a BOOLEAN column.
+        bools = {c.name for c in spec.columns if c.kind == "bool"}
+        compare = {n: c for n, c in rules.compare.items() if n not in bools}
+        rules = ColumnRules(encode=rules.encode, compare=compare)
     return scan_table(
         table,
         spec.schema,
         StoreBatches(store, storage),
         decode=decode,
-        rules=default_rules(spec.schema),
+        rules=rules,
         batch_rows=batch_rows,
         on_plan=on_plan,
     )
