@@ -297,3 +297,27 @@ def test_an_entity_without_a_datetime_column_needs_time_column(tmp_path: Path) -
             table.query(start=1)
         got = table.query(start=2, end=9, time_column="n")
         assert got.get_column("id").to_list() == ["b"]
+
+
+def test_query_with_a_range_runs_on_the_index(tmp_path: Path) -> None:
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    path = tmp_path / "q.db"
+    seen: list[tuple[str, Any]] = []
+    with Store(path, fast=False) as store:  # SQLAlchemy: its statements can be watched
+        table = store.table(hubkit.reflect(Fill, "id"))
+        frame = generated(1_000)
+        table.upsert(frame)
+
+        @sa.event.listens_for(store.engine, "before_cursor_execute")
+        def watch(conn: Any, cursor: Any, sql: str, params: Any, *args: Any) -> None:
+            seen.append((sql, params))
+
+        got = table.query({"symbol": "BTCUSDT"}, start=T0, end=T0 + timedelta(seconds=2))
+    assert got.height == frame.head(200).filter(pl.col("symbol") == "BTCUSDT").height > 0
+    sql, params = next((s, p) for s, p in seen if s.lstrip().startswith("SELECT"))
+    with sqlite3.connect(path) as conn:
+        plan = " ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+    assert "USING INDEX ix_fill__symbol__time (symbol=? AND time>? AND time<?)" in plan
