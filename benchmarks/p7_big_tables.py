@@ -11,21 +11,20 @@ there already: the table is created by ``hubkit.Store`` (the real schema), then 
 ADBC ingest of Arrow chunks generated with Polars, then indexed on (symbol, time) as a
 declared index would be (``hubkit.indexes``). Building 100M rows takes minutes.
 
-Then, per size, in this process:
+Then, per size:
 
+- opening a sink with default options (``open_sink(Trade, "id", store=path)``, the default
+  cache included), in a fresh child process: time and RSS growth;
 - one symbol, one minute (a different minute each repeat, the same minutes for every
-  method; medians): the hand-written SQL on an open ADBC connection
-  (``execute`` + ``fetch_arrow_table`` + ``pl.from_arrow``, raw stored values); the lazy
-  scan ``scan_table(...).filter(...).collect()`` reading through ``SqliteBatches`` (a
-  connection per read) and through one kept-open ADBC cursor (what a store's connection
-  pool gives it); ``TableStore.query`` with a SQLAlchemy expression (``dao.query``);
+  method; medians), in this process: the hand-written SQL on an open ADBC connection
+  (``execute`` + ``fetch_arrow_table`` + ``pl.from_arrow``, raw stored values: the
+  baseline), ``sink.dao.query({"symbol": s}, start=t0, end=t1)`` and
+  ``sink.scan().filter(...).collect()`` through the public API (a sink opened with
+  ``cache=None`` and ``indexes=[("symbol", "time")]``; both decode to the entity's types);
 - per-symbol VWAP over the whole table, each method in a fresh child process for its peak
-  RSS: the scan with ``collect(engine="streaming")`` vs ``pl.read_database_uri`` of the
-  whole table (``SELECT *``, ADBC) then the same group-by. The latter is skipped when it
-  would not fit in ``--memory-mib`` (default: 80% of the memory available), as at 100M.
-
-Figures that need the sink integration (opening a sink with the default, bounded cache;
-``sink.scan()``) are marked ``(needs sink)`` and left empty.
+  RSS: ``sink.scan()`` with ``collect(engine="streaming")`` vs ``pl.read_database_uri`` of
+  the whole table (``SELECT *``, ADBC) then the same group-by. The latter is skipped when
+  it would not fit in ``--memory-mib`` (default: 80% of the memory available), as at 100M.
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -140,21 +138,19 @@ def build(path: Path, rows: int, spacing_us: int) -> float:
 class PointFigures:
     rows_answered: float
     sql_ms: float
-    scan_ms: float
-    scan_kept_ms: float
     dao_ms: float
+    scan_ms: float
 
 
 def point_queries(path: Path, rows: int, spacing_us: int, repeat: int) -> PointFigures:
+    """Medians of one symbol over one minute: hand-written SQL, ``dao.query``, ``scan()``."""
     import random
 
     import adbc_driver_sqlite.dbapi as dbapi
     from _data import Trade
 
     import hubkit
-    from hubkit.scan import ReadPlan, SqliteBatches, SqliteStatements, read_batches, scan_table
 
-    spec = hubkit.reflect(Trade, key="id")
     span_minutes = rows * spacing_us // 60_000_000
     rng = random.Random(7)
     windows = []
@@ -162,68 +158,55 @@ def point_queries(path: Path, rows: int, spacing_us: int, repeat: int) -> PointF
         t0 = BASE + timedelta(minutes=rng.randrange(max(span_minutes - 1, 1)))
         windows.append((t0, t0 + timedelta(minutes=1)))
     symbol = "BTCUSDT"
+    table_name = hubkit.reflect(Trade, key="id").table
 
     conn = dbapi.connect(str(path))
     cur = conn.cursor()
-    kept = conn.cursor()
-    store = hubkit.Store(path)
+    # The public API; the sink's cache plays no part in dao.query or scan().
+    sink = hubkit.open_sink(Trade, "id", store=path, cache=None, indexes=[("symbol", "time")])
     try:
-        ts = store.table(spec)
-        table = ts.table
 
         def sql(window: tuple[datetime, datetime]) -> pl.DataFrame:
             lo, hi = (int(t.timestamp()) * 1_000_000 for t in window)
             cur.execute(
-                f"SELECT * FROM {spec.table} WHERE symbol = ? AND time >= ? AND time < ?",
+                f"SELECT * FROM {table_name} WHERE symbol = ? AND time >= ? AND time < ?",
                 (symbol, lo, hi),
             )
             out = pl.from_arrow(cur.fetch_arrow_table())
             assert isinstance(out, pl.DataFrame)
             return out
 
-        statements = SqliteStatements()
-
-        def kept_reader(plan: ReadPlan, batch_rows: int) -> Iterator[Any]:
-            return read_batches(kept, plan, batch_rows, statements)
-
-        lazy = scan_table(table, spec.schema, SqliteBatches(path))
-        lazy_kept = scan_table(table, spec.schema, kept_reader)
-
-        def scan_with(lf: pl.LazyFrame) -> Callable[[tuple[datetime, datetime]], pl.DataFrame]:
-            def run(window: tuple[datetime, datetime]) -> pl.DataFrame:
-                return lf.filter(
-                    (pl.col("symbol") == symbol) & pl.col("time").is_between(*window, "left")
-                ).collect()
-
-            return run
-
         def dao(window: tuple[datetime, datetime]) -> pl.DataFrame:
-            c = table.c
-            return ts.query((c.symbol == symbol) & (c.time >= window[0]) & (c.time < window[1]))
+            return sink.dao.query({"symbol": symbol}, start=window[0], end=window[1])
+
+        lazy = sink.scan()
+
+        def scan(window: tuple[datetime, datetime]) -> pl.DataFrame:
+            return lazy.filter(
+                (pl.col("symbol") == symbol) & pl.col("time").is_between(*window, "left")
+            ).collect()
 
         # Same answers (and warm caches and imports) before timing.
-        answers = [f(windows[0]).height for f in (sql, scan_with(lazy), scan_with(lazy_kept), dao)]
+        answers = [f(windows[0]).height for f in (sql, dao, scan)]
         assert len(set(answers)) == 1, answers
         # Every window runs every method, in a rotating order, so bursts of load on a
         # shared machine hit all methods alike; medians over the windows.
-        methods = {"sql": sql, "scan": scan_with(lazy), "kept": scan_with(lazy_kept), "dao": dao}
+        methods = {"sql": sql, "dao": dao, "scan": scan}
         times: dict[str, list[float]] = {k: [] for k in methods}
         names = list(methods)
         for i, window in enumerate(windows):
-            for name in names[i % 4 :] + names[: i % 4]:
+            k = i % len(names)
+            for name in names[k:] + names[:k]:
                 started = time.perf_counter()
                 methods[name](window)
                 times[name].append((time.perf_counter() - started) * 1000)
         figures = {k: statistics.median(v) for k, v in times.items()}
         answered = statistics.mean(sql(w).height for w in windows)
-        return PointFigures(
-            answered, figures["sql"], figures["scan"], figures["kept"], figures["dao"]
-        )
+        return PointFigures(answered, figures["sql"], figures["dao"], figures["scan"])
     finally:
-        kept.close()
         cur.close()
         conn.close()
-        store.close()
+        sink.close()
 
 
 # -- whole-table aggregation, one child process per method -----------------------------------
@@ -244,18 +227,22 @@ def child(method: str, path: Path) -> None:
     from _data import Trade
 
     import hubkit
-    from hubkit.scan import SqliteBatches, scan_table
 
     spec = hubkit.reflect(Trade, key="id")
     import adbc_driver_sqlite.dbapi  # noqa: F401  (imported before the baseline RSS)
 
     rss_before = peak_rss_mib()
     started = time.perf_counter()
+    if method == "open":
+        # Opening a sink with default options (the default cache included).
+        with hubkit.open_sink(Trade, "id", store=path) as sink:
+            seconds = time.perf_counter() - started
+            peak = peak_rss_mib()
+            print(json.dumps({"seconds": seconds, "rss_before": rss_before, "peak": peak}))
+        return
     if method == "scan":
-        with hubkit.Store(path) as store:
-            table = store.table(spec).table
-        lf = scan_table(table, spec.schema, SqliteBatches(path))
-        out = lf.group_by("symbol").agg(VWAP).collect(engine="streaming")
+        with hubkit.open_sink(Trade, "id", store=path, cache=None) as sink:
+            out = sink.scan().group_by("symbol").agg(VWAP).collect(engine="streaming")
     else:
         whole = pl.read_database_uri(
             f"SELECT * FROM {spec.table}", f"sqlite:///{path}", engine="adbc"
@@ -310,7 +297,7 @@ def main() -> None:
         default=_available_mib(),
         help="skip the whole-table read when it would need more (default: available now)",
     )
-    parser.add_argument("--child", choices=["scan", "read_database_uri"])
+    parser.add_argument("--child", choices=["open", "scan", "read_database_uri"])
     parser.add_argument("--db", type=Path)
     args = parser.parse_args()
     if args.child:
@@ -327,17 +314,15 @@ def main() -> None:
         print(
             f"  built in {built:.1f} s ({mib:,.0f} MiB)" if built else f"  reused ({mib:,.0f} MiB)"
         )
-        # STORE INTEGRATION: open a sink with default options (bounded cache): time and RSS
-        # growth; compare with the 1M figures. Needs open_sink's bounded cache.
+        opened = vwap_in_child("open", path)
+        open_cell = f"{opened['seconds']:.2f} s / +{opened['peak'] - opened['rss_before']:,.0f} MiB"
+        print(f"  open_sink, default options: {open_cell} (time / RSS growth)")
         p = point_queries(path, rows, spacing_us, args.repeat)
         print(
             f"  one symbol, one minute ({p.rows_answered:,.0f} rows): SQL {p.sql_ms:.2f} ms, "
-            f"scan {p.scan_ms:.2f} ms ({p.scan_ms / p.sql_ms:.2f}x), "
-            f"scan on a kept connection {p.scan_kept_ms:.2f} ms "
-            f"({p.scan_kept_ms / p.sql_ms:.2f}x), "
-            f"dao.query {p.dao_ms:.2f} ms ({p.dao_ms / p.sql_ms:.2f}x)"
+            f"dao.query {p.dao_ms:.2f} ms ({p.dao_ms / p.sql_ms:.2f}x), "
+            f"sink.scan() {p.scan_ms:.2f} ms ({p.scan_ms / p.sql_ms:.2f}x)"
         )
-        # STORE INTEGRATION: sink.scan().filter(...).collect() once TableStore/Sink.scan exist.
         scan = vwap_in_child("scan", path)
         scan_cell = f"{scan['seconds']:.2f} s / {scan['peak']:,.0f} MiB"
         print(
@@ -362,18 +347,17 @@ def main() -> None:
                 f"same result as the scan: {same}"
             )
         lines.append(
-            f"| {rows:,} | {mib:,.0f} | (needs sink) | {p.rows_answered:,.0f} | {p.sql_ms:.2f} | "
-            f"{p.scan_ms:.2f} ({p.scan_ms / p.sql_ms:.1f}x) | "
-            f"{p.scan_kept_ms:.2f} ({p.scan_kept_ms / p.sql_ms:.1f}x) | "
-            f"{p.dao_ms:.2f} ({p.dao_ms / p.sql_ms:.1f}x) | {scan_cell} | {full_cell} |"
+            f"| {rows:,} | {mib:,.0f} | {open_cell} | {p.rows_answered:,.0f} | {p.sql_ms:.2f} | "
+            f"{p.dao_ms:.2f} ({p.dao_ms / p.sql_ms:.1f}x) | "
+            f"{p.scan_ms:.2f} ({p.scan_ms / p.sql_ms:.1f}x) | {scan_cell} | {full_cell} |"
         )
     print()
     print(
-        "| rows | file MiB | sink open | 1 symbol 1 min rows | SQL ms | scan ms | scan, kept "
-        "connection ms | dao.query ms | VWAP scan streaming (time / peak RSS) | VWAP "
-        "read_database_uri (time / peak RSS) |"
+        "| rows | file MiB | open_sink default (time / RSS growth) | 1 symbol 1 min rows | "
+        "SQL ms | dao.query ms | sink.scan() ms | VWAP sink.scan() streaming (time / peak RSS) "
+        "| VWAP read_database_uri (time / peak RSS) |"
     )
-    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     print("\n".join(lines))
 
 

@@ -92,6 +92,9 @@ if TYPE_CHECKING:
         reflect,
         wire,
     )
+    from hubkit.indexes import (
+        index,
+    )
     from hubkit.notebook import (
         StatusPanel,
         status_panel,
@@ -131,6 +134,7 @@ _LAZY: dict[str, str] = {
     "EntitySpec": "hubkit.entity",
     "reflect": "hubkit.entity",
     "wire": "hubkit.entity",
+    "index": "hubkit.indexes",
     "Store": "hubkit.store",
     "Sink": "hubkit.sink",
     "SinkDao": "hubkit.sink",
@@ -237,6 +241,7 @@ __all__ = [
     "aopen_sink",
     "datasets",
     "default_catalog",
+    "index",
     "load",
     "local_wins",
     "open_sink",

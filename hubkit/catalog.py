@@ -74,6 +74,10 @@ ReadFn = Callable[["TableStore", Mapping[str, Any]], pl.DataFrame]
 PrepareFn = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 """``prepare(params) -> params``: validate and canonicalise the caller's parameters."""
 
+CoveredFn = Callable[[Mapping[str, Any], datetime], bool]
+"""``covered(params, last_sync) -> bool``: a sync made at ``last_sync`` left nothing to fetch
+for ``params`` (a range that ended before it, say), so the stored rows answer them."""
+
 _FRESH = "fresh"  # key in SyncState.extra: {params key: ISO time of the last successful sync}
 
 
@@ -103,6 +107,12 @@ class Dataset:
     ``read`` returns the rows that answer them (default: equality on the parameters that name
     columns). ``params`` are defaults under the caller's; ``prepare`` validates and
     canonicalises the merged parameters (raise ``ValueError`` to refuse them).
+
+    Ranges: ``range_params`` name parameters that only choose which stored rows ``read``
+    returns (``start``/``end``), not what ``sync`` fetches; they are left out of the
+    freshness key, so a sync for one range makes every range of the same series fresh.
+    ``covered(params, last_sync)`` says a sync at ``last_sync`` already brought everything
+    these parameters ask for: such a load reads the store without syncing, even when stale.
     """
 
     name: str
@@ -116,6 +126,12 @@ class Dataset:
     prepare: PrepareFn | None = None
     description: str = ""
     offline_hint: str = ""  # appended to OfflineError: how to reach a source or simulator
+    range_params: tuple[str, ...] = ()
+    covered: CoveredFn | None = None
+
+    def fresh_key(self, params: Mapping[str, Any]) -> str:
+        """The key freshness is kept under: the parameters that change what sync fetches."""
+        return _params_key({k: v for k, v in params.items() if k not in self.range_params})
 
     def resolve_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults, then the caller's parameters, then ``prepare``."""
@@ -338,13 +354,16 @@ async def _aload_core(
     try:
         spec = dataset.spec()
         table = await run_sync_in_worker(partial(st.table, spec, name=dataset.table_name(params)))
-        key = _params_key(params)
+        key = dataset.fresh_key(params)
         state = await run_sync_in_worker(table.state)
         last = _last_sync(state.extra, key)
         now = _utcnow()
         if last is not None and now - last < dataset.stale_after:
             frame, token = await run_sync_in_worker(_read, dataset, table, params, path)
             return _Loaded(frame, fresh_until=last + dataset.stale_after, token=token)
+        if last is not None and dataset.covered is not None and dataset.covered(params, last):
+            frame, token = await run_sync_in_worker(_read, dataset, table, params, path)
+            return _Loaded(frame, fresh_until=now + dataset.stale_after, token=token)
         try:
             await dataset.sync(SyncRequest(dataset, params, table))
         except HubkitError as exc:

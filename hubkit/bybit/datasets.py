@@ -4,7 +4,8 @@
 name           parameters                                   stale after  table
 =============  ===========================================  ===========  =====================
 instruments    ``category`` (default: every category)       1 h          bybit_instrument
-trades         ``symbol``, ``category="linear"``, ``limit``  30 s         bybit_public_trade_<c>
+trades         ``symbol``, ``category="linear"``, ``limit``, 30 s         bybit_public_trade_<c>
+               ``start``, ``end``
 tickers        ``category="linear"``, ``symbol``,            15 s         bybit_ticker
                ``base_coin`` (option without a symbol)
 klines         ``symbol``, ``interval``, ``start``, ``end``, 1 min        bybit_kline_<c>_<s>_<i>
@@ -12,9 +13,12 @@ klines         ``symbol``, ``interval``, ``start``, ``end``, 1 min        bybit_
 =============  ===========================================  ===========  =====================
 
 ``instruments`` is a full snapshot: instruments gone from ByBit's list are deleted from the
-table. ``trades`` stores ByBit's newest trades (REST ``recent-trade``) and returns every stored
-trade of the symbol, oldest first. ``klines`` uses the resumable backfill (a covered range
-makes no request) and returns the candles in [start, end], oldest first.
+table. ``trades`` stores ByBit's newest trades (REST ``recent-trade``) and returns the stored
+trades of the symbol in [start, end] (both optional), oldest first; a range that ended before
+the symbol's last sync is answered from the store without a request (ByBit's recent trades
+could add nothing to it). ``klines`` uses the resumable backfill (a covered range makes no
+request) and returns the candles in [start, end], oldest first. Both read only the asked
+range from the store, through the tables' ``(symbol, time)``/``start`` indexes.
 """
 
 from __future__ import annotations
@@ -113,7 +117,7 @@ def _instruments_sync(rest_url: str | None) -> Any:
 
 
 def _trades_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
-    _known(params, ("symbol", "category", "limit"), "trades")
+    _known(params, ("symbol", "category", "limit", "start", "end"), "trades")
     out: dict[str, Any] = {
         "symbol": str(_required(params, "symbol", "trades")),
         "category": _category(params.get("category", "linear")),
@@ -125,7 +129,17 @@ def _trades_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
             raise ParameterError(
                 f"dataset 'trades': limit={params['limit']!r} is not a whole number"
             ) from None
+    for bound in ("start", "end"):
+        if params.get(bound) is not None:
+            out[bound] = _time(bound, params[bound], "trades")
+    if "start" in out and "end" in out and out["end"] < out["start"]:
+        raise ParameterError(f"dataset 'trades': end={params['end']!r} is before start")
     return out
+
+
+def _trades_covered(params: Mapping[str, Any], last_sync: datetime) -> bool:
+    """A range that ended before the last sync: recent trades can add nothing to it."""
+    return "end" in params and params["end"] < to_ms(last_sync)
 
 
 def _trades_sync(rest_url: str | None) -> Any:
@@ -139,7 +153,13 @@ def _trades_sync(rest_url: str | None) -> Any:
 
 
 def _trades_read(table: TableStore, params: Mapping[str, Any]) -> pl.DataFrame:
-    return table.query({"symbol": params["symbol"]}, order_by=["time", "exec_id"])
+    c = table.table.c
+    where = c.symbol == params["symbol"]
+    if "start" in params:
+        where = where & (c.time >= _ms_utc(params["start"]))
+    if "end" in params:
+        where = where & (c.time <= _ms_utc(params["end"]))
+    return table.query(where, order_by=["time", "exec_id"])
 
 
 # -- tickers ------------------------------------------------------------------------------------
@@ -181,13 +201,13 @@ def _tickers_read(table: TableStore, params: Mapping[str, Any]) -> pl.DataFrame:
 # -- klines -------------------------------------------------------------------------------------
 
 
-def _time(name: str, value: Any) -> int:
+def _time(name: str, value: Any, dataset: str = "klines") -> int:
     """``to_ms(value)``; a value that is not a time is refused naming its parameter."""
     try:
         return to_ms(value)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ParameterError(
-            f"dataset 'klines': {name}={value!r} is not a time ({exc}); give a date or time "
+            f"dataset {dataset!r}: {name}={value!r} is not a time ({exc}); give a date or time "
             "such as 2024-01-01 or 2024-01-01T12:00:00Z, or ms since the epoch"
         ) from None
 
@@ -268,8 +288,11 @@ def bybit_datasets(*, rest_url: str | None = None) -> list[Dataset]:
             table=lambda p: trade_table(p["category"]),
             read=_trades_read,
             prepare=_trades_params,
-            description="ByBit public trades of one symbol (REST recent-trade, accumulated)",
+            description="ByBit public trades of one symbol (REST recent-trade, accumulated), "
+            "optionally in [start, end]",
             offline_hint=OFFLINE_HINT,
+            range_params=("start", "end"),
+            covered=_trades_covered,
         ),
         Dataset(
             "tickers",

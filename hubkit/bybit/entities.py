@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, ClassVar, Final
 
 from hubkit.entity import wire
 
@@ -48,7 +48,10 @@ class Instrument:
     Key ``(category, symbol)``: ``BTCUSDT`` is both a spot pair and a linear perpetual.
     Fields a category does not have are ``None`` (spot has no ``contract_type``, option has no
     leverage filter, ...). ``delivery_time`` is ``None`` for perpetuals (ByBit sends ``"0"``).
+    Indexed by ``symbol`` (an instrument without its category).
     """
+
+    __hubkit_indexes__: ClassVar = ["symbol"]
 
     category: str
     symbol: str
@@ -114,8 +117,11 @@ class PublicTrade:
     """One public trade (REST ``recent-trade`` item or WebSocket ``publicTrade`` item).
 
     Key ``exec_id``. The WebSocket short names (``i p v S T BT s``) map to these fields
-    through ``WS_TRADE_WIRE`` (see ``hubkit.bybit.presets.ws_trade_spec``).
+    through ``WS_TRADE_WIRE`` (see ``hubkit.bybit.presets.ws_trade_spec``). Indexed by
+    ``(symbol, time)``: one symbol's trades over a time range read only those rows.
     """
+
+    __hubkit_indexes__: ClassVar = [("symbol", "time")]
 
     exec_id: str
     symbol: str
@@ -134,7 +140,10 @@ class Ticker:
     Linear/inverse WebSocket deltas carry only changed fields: ``TickerMerger`` merges them
     into the last snapshot before decoding, so a stored row is always complete.
     ``ts`` is the time of the message (WebSocket) or of the response (REST), if known.
+    Indexed by ``symbol`` (a symbol's ticker without its category).
     """
+
+    __hubkit_indexes__: ClassVar = ["symbol"]
 
     category: str
     symbol: str
@@ -190,8 +199,11 @@ class Kline:
 
     REST rows are arrays ``[start, open, high, low, close, volume, turnover]`` (see
     ``kline_row``); WebSocket rows are objects that also say ``confirm`` (closed or not).
-    ``confirm`` is ``None`` when the source did not say.
+    ``confirm`` is ``None`` when the source did not say. Indexed by ``(symbol, start)``
+    and ``start`` (a time range of one series' table, or of one symbol).
     """
+
+    __hubkit_indexes__: ClassVar = [("symbol", "start"), "start"]
 
     category: str
     symbol: str

@@ -105,11 +105,25 @@ class SinkDao:
         order_by: str | Sequence[str] | None = None,
         descending: bool = False,
         limit: int | None = None,
+        start: Any = None,
+        end: Any = None,
+        time_column: str | None = None,
     ) -> pl.DataFrame:
         """Rows from the store: ``where`` is a mapping (column -> value, or a list for IN) or
-        a SQLAlchemy expression; ``order_by``, ``descending`` and ``limit`` as in SQL."""
+        a SQLAlchemy expression; ``start``/``end`` keep rows whose ``time_column`` (default:
+        the entity's first datetime column) is in ``[start, end)``; ``order_by``,
+        ``descending`` and ``limit`` as in SQL. Runs in SQL, using the table's indexes
+        (``TableStore.query``)."""
         table = self._core.table_for_use()
-        return table.query(where, order_by=order_by, descending=descending, limit=limit)
+        return table.query(
+            where,
+            order_by=order_by,
+            descending=descending,
+            limit=limit,
+            start=start,
+            end=end,
+            time_column=time_column,
+        )
 
     def count(self) -> int:
         """How many rows the table holds (in the store)."""
@@ -131,10 +145,20 @@ class SinkDao:
         order_by: str | Sequence[str] | None = None,
         descending: bool = False,
         limit: int | None = None,
+        start: Any = None,
+        end: Any = None,
+        time_column: str | None = None,
     ) -> pl.DataFrame:
         return await run_sync_in_worker(
             functools.partial(
-                self.query, where, order_by=order_by, descending=descending, limit=limit
+                self.query,
+                where,
+                order_by=order_by,
+                descending=descending,
+                limit=limit,
+                start=start,
+                end=end,
+                time_column=time_column,
             )
         )
 

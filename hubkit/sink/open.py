@@ -49,6 +49,7 @@ def open_sink(
     name: str | None = None,
     first_sync_timeout: float | None = FIRST_SYNC_TIMEOUT,
     strict: bool = False,
+    indexes: Sequence[str | Sequence[str]] = (),
 ) -> Sink:
     """Open a sink for the dataclass ``entity`` keyed by ``key`` (a field name or a tuple).
 
@@ -57,7 +58,10 @@ def open_sink(
     ``policy``: when and what to sync (``hubkit.policies``); None syncs only on
     ``force_sync()``. ``cache``: a ``FrameCache`` (default: a new one), or None to read from
     the store. ``table`` overrides the table name, ``name`` the sink's name (default: the
-    table name; it also keys the sync state and the outbox).
+    table name; it also keys the sync state and the outbox). ``indexes``: secondary indexes
+    (column names, or tuples of them such as ``("symbol", "time")``) besides those the
+    entity declares with ``hubkit.index``; created with the table, and added to an existing
+    table that lacks them (building an index on a big table takes a while, once).
 
     Blocking; returns only a fully initialised sink (table created, cache warmed from the
     store, connection connected, policy running). A policy that syncs at start
@@ -81,6 +85,7 @@ def open_sink(
         name=name,
         first_sync_timeout=first_sync_timeout,
         strict=strict,
+        indexes=indexes,
     )
     sink, error = get_bridge().run(opening._start())
     return _settle(sink, error, strict, stacklevel=3)
@@ -98,6 +103,7 @@ def aopen_sink(
     name: str | None = None,
     first_sync_timeout: float | None = FIRST_SYNC_TIMEOUT,
     strict: bool = False,
+    indexes: Sequence[str | Sequence[str]] = (),
 ) -> SinkOpening:
     """Async twin of ``open_sink`` (same arguments and promises): the store work runs in a
     worker thread and the start on hubkit's loop, so the caller's loop keeps running. Await
@@ -118,6 +124,7 @@ def aopen_sink(
         name=name,
         first_sync_timeout=first_sync_timeout,
         strict=strict,
+        indexes=indexes,
     )
 
 
@@ -204,6 +211,7 @@ def _open_parts(
     cache: FrameCache | _DefaultCache | None,
     table: str | None,
     name: str | None,
+    indexes: Sequence[str | Sequence[str]] = (),
 ) -> tuple[Parts, list[OutboxEntry], SyncState]:
     """The blocking half of opening: reflect, open the store and table, warm the cache."""
     from hubkit.entity import EntitySpec, reflect
@@ -220,7 +228,7 @@ def _open_parts(
     owns_cache = False
     cache_obj: FrameCache | None = None
     try:
-        table_obj = store_obj.table(spec, name=name)
+        table_obj = store_obj.table(spec, name=name, indexes=indexes)
         if isinstance(cache, _DefaultCache):
             from hubkit.cache import FrameCache
 

@@ -151,6 +151,17 @@ class Sink:
             return core.cache.lazy()
         return self.frame().lazy()
 
+    def scan(
+        self, *, start: Any = None, end: Any = None, time_column: str | None = None
+    ) -> pl.LazyFrame:
+        """A Polars ``LazyFrame`` over the whole stored table, read when collected; column
+        selection, filters and ``head`` run in SQL on the table's indexes, and reads stream
+        in batches (``collect(engine="streaming")`` aggregates without holding the table).
+        ``start``/``end`` keep a time range as in ``dao.query``. Unlike ``lazy()`` it never
+        uses the cache: each ``collect`` reads what is stored then (see
+        ``TableStore.scan``)."""
+        return self._core.table_for_use().scan(start=start, end=end, time_column=time_column)
+
     # -- events -----------------------------------------------------------------------------
 
     def subscribe(self, handler: ChangeHandler) -> Subscription:

@@ -75,6 +75,13 @@ temporary table with ``adbc_ingest`` in key order and merged with one
 on the ADBC connection. ``adbc_driver_sqlite`` is imported on first use because importing
 it costs about a second.
 
+Big tables. Secondary indexes come from the entity (``@hubkit.index``) and from
+``table(spec, indexes=...)``; they are created with the table and added to an existing table
+that lacks them (``indexing``). ``TableStore.scan()`` is a Polars ``LazyFrame`` whose column
+selection, filters and ``head`` run in SQL, read in streamed batches (``scanning``, over
+``hubkit.scan``); ``query(start=, end=)`` and ``scan(start=, end=)`` keep a time range of the
+entity's first datetime column (``ranges``).
+
 Layout of the package: ``engine`` (how a transaction runs, ADBC or SQLAlchemy), ``codec``
 (kinds <-> SQL), ``store`` (open/close, schema check), ``table`` (rows of one entity;
 ``apply(changeset)``), ``outbox`` (sync-state and outbox tables and statements),

@@ -6,7 +6,7 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from types import ModuleType, TracebackType
@@ -25,6 +25,7 @@ from hubkit.errors import (
     SchemaChangeError,
     StoreError,
 )
+from hubkit.indexes import IndexSpec
 from hubkit.sqlite_guard import SqliteGuard
 from hubkit.store.checks import (
     file_access,
@@ -50,6 +51,7 @@ from hubkit.store.engine import (
 )
 from hubkit.store.evolve_apply import created, reconcile
 from hubkit.store.evolve_ddl import HISTORY_TABLE
+from hubkit.store.indexing import add_missing_indexes, wanted_indexes
 from hubkit.store.migrate import Migration, drop_column, drop_copy, history, migrate
 from hubkit.store.outbox import bookkeeping_tables
 from hubkit.store.table import TableStore
@@ -144,6 +146,7 @@ class Store:
         self.state_table, self.outbox_table, self._outbox_index = bookkeeping_tables()
         self._lock = threading.Lock()
         self._tables: dict[str, TableStore] = {}
+        self._indexed: set[tuple[str, str]] = set()  # (table, index) known to exist
         self._closed = False
         self._pid = os.getpid()
         self._pool = Pool()
@@ -190,7 +193,9 @@ class Store:
 
     # -- tables -------------------------------------------------------------------------
 
-    def table(self, spec: EntitySpec, *, name: str | None = None) -> TableStore:
+    def table(
+        self, spec: EntitySpec, *, name: str | None = None, indexes: Iterable[IndexSpec] = ()
+    ) -> TableStore:
         """The ``TableStore`` for ``spec`` (table ``name``, default ``spec.table``).
 
         Creates the table on first use and records the spec's fingerprint. A table stored
@@ -199,6 +204,10 @@ class Store:
         ``hubkit.store.evolve``); any other difference raises ``SchemaChangeError`` (a
         ``StoreError``) naming each difference and the ``migrate`` call that rewrites the
         table. ``name`` is also the sink name for sync state and the outbox.
+        ``indexes``: secondary indexes (column names or tuples of them) wanted besides those
+        the entity declares (``hubkit.index``); they are created with the table, and added
+        to an existing table that lacks them (see ``hubkit.store.indexing``). An index on
+        a column the table lacks raises ``SchemaError`` before anything is written.
         """
         self._check_open()
         name = name or spec.table
@@ -207,8 +216,15 @@ class Store:
         with self._lock:
             known = self._tables.get(name)
         if known is not None and known.spec.fingerprint == spec.fingerprint:
-            return known if known.spec == spec else TableStore(self, spec, name)
+            ts = known if known.spec == spec else TableStore(self, spec, name)
+            wanted = self._unknown_indexes(ts, indexes)
+            if wanted:
+                with self._translate(f"indexing table {name!r}"), self._write() as tx:
+                    add_missing_indexes(tx, ts.table, wanted)
+                self._indexed.update((name, str(ix.name)) for ix in wanted)
+            return ts
         ts = TableStore(self, spec, name)
+        wanted = self._unknown_indexes(ts, indexes)
         access = self._access
         readonly = access is not None and access.readonly
         what = f"opening table {name!r}"
@@ -254,6 +270,8 @@ class Store:
                     )
                 tx.ddl(CreateTable(ts.table, if_not_exists=True))
                 described = created(tx, self.state_table, spec, name)
+            if refused is None and not readonly:
+                add_missing_indexes(tx, ts.table, wanted)
             if stored.state is None and not readonly:
                 tx.run(
                     sa.insert(self.state_table).values(
@@ -270,6 +288,8 @@ class Store:
         with self._lock:
             self._tables[name] = ts
             self._probed = True
+            if not readonly:
+                self._indexed.update((name, str(ix.name)) for ix in wanted)
         return ts
 
     # -- schema changes (see hubkit.store.migrate) ---------------------------------------
@@ -299,6 +319,12 @@ class Store:
         """Every recorded schema change (when, table, what, detail), oldest first."""
         self._check_open()
         return history(self, table)
+
+    def _unknown_indexes(self, ts: TableStore, indexes: Iterable[IndexSpec]) -> list[sa.Index]:
+        """The indexes ``ts`` should have that this store has not yet seen to exist."""
+        wanted = wanted_indexes(ts.table, ts.spec, indexes)
+        with self._lock:
+            return [ix for ix in wanted if (ts.name, str(ix.name)) not in self._indexed]
 
     # -- sessions -----------------------------------------------------------------------
 

@@ -7,9 +7,9 @@ together or not at all (see ``hubkit.changeset``). ``upsert``, ``delete``, ``rej
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import sqlalchemy as sa
@@ -36,7 +36,12 @@ from hubkit.store.engine import (
     key_in,
 )
 from hubkit.store.outbox import Bookkeeping, state_values
+from hubkit.store.ranges import range_clause, range_expr
+from hubkit.store.ranges import time_column as time_column_of
 from hubkit.types import OutboxEntry
+
+if TYPE_CHECKING:
+    from hubkit.scan import ReadPlan
 
 
 class TableStore(Bookkeeping):
@@ -262,16 +267,25 @@ class TableStore(Bookkeeping):
         order_by: str | Sequence[str] | None = None,
         descending: bool = False,
         limit: int | None = None,
+        start: Any = None,
+        end: Any = None,
+        time_column: str | None = None,
     ) -> pl.DataFrame:
         """Rows matching ``where``, as a frame.
 
         ``where``: a mapping of column name to a value (equality; None matches NULL) or to
         a list/tuple/set of values (IN), all ANDed; or a SQLAlchemy expression over
-        ``self.table.c`` (values are encoded for storage, e.g. datetimes). ``order_by``
-        columns sort ascending unless ``descending``; ``limit`` caps the row count. Without
-        ``order_by`` the order is unspecified.
+        ``self.table.c`` (values are encoded for storage, e.g. datetimes). ``start``/``end``
+        keep rows whose ``time_column`` (default: the entity's first datetime column) is in
+        ``[start, end)`` (see ``hubkit.store.ranges``). ``order_by`` columns sort ascending
+        unless ``descending``; ``limit`` caps the row count. Without ``order_by`` the order
+        is unspecified. The conditions run in SQL and use the table's indexes.
         """
         stmt = sa.select(self.table)
+        if start is not None or end is not None:
+            ranged = range_clause(self.table, time_column_of(self.spec, time_column), start, end)
+            if ranged is not None:
+                stmt = stmt.where(ranged)
         if isinstance(where, Mapping):
             for name, value in where.items():
                 col = self.table.c[self.spec.column(name).name]
@@ -292,6 +306,39 @@ class TableStore(Bookkeeping):
         with self.store._translate(f"query on {self.name!r}"):
             raw = self.store._read_frame(stmt, self._storage_schema)
         return self._decode(raw)
+
+    def scan(
+        self,
+        *,
+        start: Any = None,
+        end: Any = None,
+        time_column: str | None = None,
+        batch_rows: int | None = None,
+        on_plan: Callable[[ReadPlan], None] | None = None,
+    ) -> pl.LazyFrame:
+        """A Polars ``LazyFrame`` over the stored rows (``spec.schema``), read when collected.
+
+        Column selection, row filters (comparisons, ``is_in``, ``is_between``, null checks
+        and ``&``/``|``/``~`` of them) and ``head`` run in SQL and use the table's indexes;
+        the rest of a query runs in Polars on each batch read, so the result always equals
+        Polars on the whole table. Reads stream in batches of ``batch_rows``:
+        ``collect(engine="streaming")`` of an aggregation never holds the whole table.
+        ``start``/``end``/``time_column`` filter a time range as in ``query``. Each
+        ``collect`` reads again (committed data at that moment); row order is unspecified.
+        ``on_plan`` sees each read's ``hubkit.scan.ReadPlan`` (its SQL) before it runs.
+        """
+        from hubkit.store.scanning import scan_store_table
+        from hubkit.store.store import Store
+
+        if not isinstance(self.store, Store):
+            raise StoreError(f"{self!r}: scan() needs a hubkit.Store")
+        lazy = scan_store_table(
+            self.store, self.table, self.spec, batch_rows=batch_rows, on_plan=on_plan
+        )
+        if start is None and end is None:
+            return lazy
+        expr = range_expr(time_column_of(self.spec, time_column), start, end)
+        return lazy if expr is None else lazy.filter(expr)
 
     def read_all(self) -> pl.DataFrame:
         """Every row, fast (Arrow end to end on SQLite); order unspecified."""

@@ -1,0 +1,93 @@
+"""Lazy scans of a store's tables: ``TableStore.scan()`` reads through the store's connections.
+
+``StoreBatches`` is the ``hubkit.scan.BatchReader`` of one table of a ``Store``: on a SQLite
+file it runs each read on one of the store's pooled ADBC connections (returned to the pool
+when the read ends), elsewhere on a SQLAlchemy connection with results streamed in
+batches. Values decode with the store's own codec (``hubkit.store.codec``), so a scanned
+row equals the row ``query`` returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from hubkit.scan import (
+    ColumnRules,
+    ReadPlan,
+    SqliteStatements,
+    default_rules,
+    read_batches,
+    scan_table,
+)
+from hubkit.store.codec import from_storage, storage_kind
+
+if TYPE_CHECKING:
+    from hubkit.entity import EntitySpec
+    from hubkit.store.store import Store
+
+__all__ = ["StoreBatches", "scan_store_table"]
+
+
+class StoreBatches:
+    """Runs scan reads of one table on ``store``'s connections (a ``BatchReader``).
+
+    ``storage``: the stored value types by column (for the SQLAlchemy path, which gets rows
+    rather than Arrow data). Database failures raise ``StoreError``; a closed store raises
+    ``ClosedError`` when a read starts.
+    """
+
+    def __init__(self, store: Store, storage: pl.Schema) -> None:
+        self.store = store
+        self.storage = storage
+        self.statements = SqliteStatements()
+
+    def __call__(self, plan: ReadPlan, batch_rows: int) -> Iterator[Any]:
+        store = self.store
+        with store._translate(f"scan of {plan.table.name!r}"):
+            if store._fast:
+                with store._guarded(), store._session() as session:
+                    yield from read_batches(session.cur, plan, batch_rows, self.statements)
+                return
+            schema = {n: self.storage[n] for n in plan.read}
+            with store._guarded(), store.engine.connect() as conn:
+                result = conn.execution_options(stream_results=True).execute(plan.statement)
+                for rows in result.partitions(batch_rows):
+                    frame = pl.DataFrame(
+                        [tuple(r) for r in rows], schema=schema, orient="row", strict=False
+                    )
+                    yield frame.to_arrow()
+
+
+def scan_store_table(
+    store: Store,
+    table: Any,
+    spec: EntitySpec,
+    *,
+    batch_rows: int | None = None,
+    on_plan: Callable[[ReadPlan], None] | None = None,
+) -> pl.LazyFrame:
+    """A LazyFrame over ``table`` (an entity table of ``store``) with ``spec.schema``."""
+    columns = {c.name: c for c in spec.columns}
+    storage = pl.Schema({c.name: storage_kind(c) for c in spec.columns})
+
+    def decode(frame: pl.DataFrame) -> pl.DataFrame:
+        return pl.DataFrame([from_storage(columns[s.name], s) for s in frame.iter_columns()])
+
+    rules = default_rules(spec.schema)
+    if store.engine.dialect.name != "sqlite":
+        # Booleans are pushed as 0/1, which only SQLite compares with a BOOLEAN column.
+        bools = {c.name for c in spec.columns if c.kind == "bool"}
+        compare = {n: c for n, c in rules.compare.items() if n not in bools}
+        rules = ColumnRules(encode=rules.encode, compare=compare)
+    return scan_table(
+        table,
+        spec.schema,
+        StoreBatches(store, storage),
+        decode=decode,
+        rules=rules,
+        batch_rows=batch_rows,
+        on_plan=on_plan,
+    )
