@@ -57,6 +57,8 @@ class SinkStatus:
     lag: float | None = None  # seconds between the newest remote row's arrival and its own time
     rate_limit_remaining: int | None = None  # what the remote said is left, if it says
     closed: bool = False
+    # set when ``rows`` counts a cache window of a bigger table: the window's size
+    window: int | None = None
 
     def __str__(self) -> str:
         """A fixed-width text table of this status (for terminals, logs and headless runs)."""
@@ -209,7 +211,7 @@ def row_text(status: SinkStatus, now: datetime | None = None) -> dict[str, str]:
         "schedule": _label(status.schedule_status.value),
         "connected": "closed" if status.closed else ("yes" if status.connected else "no"),
         "last_sync": humanize_age(_age_seconds(status, moment)),
-        "rows": f"{status.rows:,}",
+        "rows": f"{status.rows:,}" if status.window is None else f"{status.rows:,} (window)",
         "lag": format_duration(status.lag),
         "pending": f"{status.pending_pushes:,}",
         "reconnects": f"{status.reconnects:,}",
@@ -260,6 +262,9 @@ def row_html(status: SinkStatus, now: datetime | None = None) -> dict[str, str]:
         out["last_sync"] = _span(
             cells["last_sync"], "inherit", title=_utc(status.last_sync).isoformat()
         )
+    if status.window is not None:
+        tip = f"the cache holds the newest {status.window:,} rows; the store holds more"
+        out["rows"] = _span(cells["rows"], "inherit", title=tip)
     if status.pending_pushes:
         out["pending"] = _span(cells["pending"], "#ef6c00")
     out["error"] = error_html(status.last_error)

@@ -15,6 +15,7 @@ from hubkit.bridge import get_bridge, run_sync_in_worker
 from hubkit.errors import HubkitError, StaleDataWarning
 from hubkit.sink._core import Core, Parts, PolicyTraits
 from hubkit.sink.sink import Sink
+from hubkit.sink.warm import bind_cache, warm_cache
 from hubkit.types import Connection, OutboxEntry, SyncPolicy, SyncState
 
 if TYPE_CHECKING:
@@ -55,8 +56,11 @@ def open_sink(
     ``store``: a path, a SQLAlchemy URL, an open ``Store`` (shared: the sink does not close
     it) or None for ``$HUBKIT_HOME/hubkit.db``. ``connection``: None for a local-only table.
     ``policy``: when and what to sync (``hubkit.policies``); None syncs only on
-    ``force_sync()``. ``cache``: a ``FrameCache`` (default: a new one), or None to read from
-    the store. ``table`` overrides the table name, ``name`` the sink's name (default: the
+    ``force_sync()``. ``cache``: a ``FrameCache`` (default: a new ``FrameCache()``, a window
+    of the newest 100,000 rows by the entity's first datetime field, else by write order,
+    read alone from the store so that opening costs the same at any table size;
+    ``FrameCache(max_rows=None)`` for the whole table), or None to read from the store.
+    ``table`` overrides the table name, ``name`` the sink's name (default: the
     table name; it also keys the sync state and the outbox).
 
     Blocking; returns only a fully initialised sink (table created, cache warmed from the
@@ -229,8 +233,8 @@ def _open_parts(
         else:
             cache_obj = cache
         if cache_obj is not None:
-            cache_obj.bind(spec.key, spec.schema)
-            cache_obj.load(table_obj.read_all())
+            bind_cache(cache_obj, spec)
+            warm_cache(cache_obj, table_obj)
         pending = table_obj.outbox_pending()
         state = table_obj.state()
     except BaseException:

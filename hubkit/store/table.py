@@ -36,6 +36,7 @@ from hubkit.store.engine import (
     key_in,
 )
 from hubkit.store.outbox import Bookkeeping, state_values
+from hubkit.store.window import newest_select
 from hubkit.types import OutboxEntry
 
 
@@ -298,6 +299,16 @@ class TableStore(Bookkeeping):
         with self.store._translate(f"read from {self.name!r}"):
             raw = self.store._read_frame(sa.select(self.table), self._storage_schema)
         return self._decode(raw)
+
+    def read_newest(self, limit: int, by: str | None = None) -> pl.DataFrame:
+        """The ``limit`` newest rows, oldest first: the largest values of column ``by``, or
+        (None) the last inserted rows. Reads only those rows (see ``hubkit.store.window``)."""
+        engine = getattr(self.store, "engine", None)
+        dialect = engine.dialect.name if isinstance(engine, sa.Engine) else "sqlite"
+        stmt = newest_select(self.table, self.spec.key, limit, by, dialect=dialect)
+        with self.store._translate(f"read from {self.name!r}"):
+            raw = self.store._read_frame(stmt, self._storage_schema)
+        return self._decode(raw).reverse()
 
     def count(self) -> int:
         """The number of stored rows."""

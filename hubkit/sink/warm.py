@@ -1,0 +1,35 @@
+"""Filling a sink's cache from its store: the window only, never the whole table first.
+
+A bounded ``FrameCache`` (``max_rows``, the default) gets the newest ``max_rows + 1`` rows
+by its window column, straight from SQL; the extra row tells the cache whether the table
+holds more than the window (``FrameCache.complete``). An unbounded one gets every row.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hubkit.cache import FrameCache
+    from hubkit.entity import EntitySpec
+    from hubkit.store import TableStore
+
+__all__ = ["bind_cache", "time_column", "warm_cache"]
+
+
+def time_column(spec: EntitySpec) -> str | None:
+    """The entity's time column: its first datetime column, if any."""
+    return next((c.name for c in spec.columns if c.kind == "datetime"), None)
+
+
+def bind_cache(cache: FrameCache, spec: EntitySpec) -> None:
+    """Bind ``cache`` to the entity's key and schema, its window ordered by the time column."""
+    cache.bind(spec.key, spec.schema, time_column=time_column(spec))
+
+
+def warm_cache(cache: FrameCache, table: TableStore) -> None:
+    """Load ``cache`` (bound) from ``table``: its window, read alone, or the whole table."""
+    if cache.max_rows is None:
+        cache.load(table.read_all())
+        return
+    cache.load(table.read_newest(cache.max_rows + 1, cache.window_by))
