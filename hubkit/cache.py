@@ -559,7 +559,7 @@ class FrameCache:
         keep = newest_positions(base, self.max_rows, self._by)
         if keep is None:
             return base, hashes, False
-        if self._by is None:  # the last rows: slices, no copy
+        if self.max_rows == 0 or keep[0] == base.height - self.max_rows:  # the last rows
             return base.tail(self.max_rows), hashes.tail(self.max_rows), True
         return base[keep], hashes.gather(keep), True
 
