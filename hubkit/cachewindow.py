@@ -29,12 +29,15 @@ def newest_positions(frame: pl.DataFrame, limit: int, by: str | None) -> pl.Seri
     """
     if frame.height <= limit:
         return None
-    column = None if by is None else frame.get_column(by)
+    tail = pl.int_range(frame.height - limit, frame.height, eager=True)
+    if by is None:
+        return tail
+    column = frame.get_column(by)
     # Written in order of time (a stream): the newest are the last rows, found in one pass.
-    if column is None or (column.null_count() == 0 and column.is_sorted()):
-        return pl.int_range(frame.height - limit, frame.height, eager=True)
+    if column.null_count() == 0 and column.is_sorted():
+        return tail
     written = pl.int_range(pl.len())
-    newest = written.sort_by([pl.col(by), written], descending=True, nulls_last=True)
+    newest = written.sort_by([column, written], descending=True, nulls_last=True)
     return frame.select(newest.head(limit).sort()).to_series()
 
 
