@@ -15,6 +15,7 @@ from typing import Any
 import polars as pl
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from hubkit.cache import DEFAULT_WINDOW, FrameCache
 from hubkit.catalog import Catalog, Dataset, SyncRequest
@@ -162,18 +163,50 @@ def test_a_stale_window_reloads_only_the_window(store: Store) -> None:
         assert fetches.rows == DEFAULT_WINDOW + 1
 
 
-def test_the_window_query_walks_an_index_on_the_time_column(big: Path) -> None:
-    with sqlite3.connect(big) as conn:
-        conn.execute("CREATE INDEX ix_tick__time ON tick (time)")
-    table = Store(big).table(reflect(Tick, "id")).table
+def window_plan(path: Path) -> str:
+    """SQLite's plan for the window query of the tick table."""
+    with Store(path) as store:
+        table = store.table(reflect(Tick, "id")).table
     stmt = newest_select(table, ("id",), DEFAULT_WINDOW + 1, "time", dialect="sqlite")
-    sql = str(
-        stmt.compile(dialect=sa.dialects.sqlite.dialect(), compile_kwargs={"literal_binds": True})
-    )
-    with sqlite3.connect(big) as conn:
-        plan = " | ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+    sql = stmt.compile(dialect=sqlite_dialect.dialect(), compile_kwargs={"literal_binds": True})
+    with sqlite3.connect(path) as conn:
+        return " | ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+
+
+def indexes_of(path: Path) -> dict[str, str]:
+    """{index name: its first column} of the tick table."""
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(
+            "SELECT il.name, ii.name FROM pragma_index_list('tick') AS il, "
+            "pragma_index_info(il.name) AS ii WHERE ii.seqno = 0"
+        )
+        return dict(rows.fetchall())
+
+
+def test_opening_indexes_the_time_column_so_the_window_query_walks_it(big: Path) -> None:
+    assert "time" not in indexes_of(big).values()
+    assert "TEMP B-TREE" in window_plan(big)  # without an index: a sort of the whole table
+    with open_sink(Tick, "id", store=big):
+        pass
+    assert indexes_of(big).get("ix_tick__time") == "time"
+    plan = window_plan(big)
     assert "ix_tick__time" in plan
     assert "TEMP B-TREE" not in plan  # no sort: the rows come off the index newest first
+
+
+def test_an_index_that_starts_with_the_time_column_is_used_as_it_is(big: Path) -> None:
+    with sqlite3.connect(big) as conn:
+        conn.execute("CREATE INDEX by_time_and_symbol ON tick (time, symbol)")
+    with open_sink(Tick, "id", store=big) as sink:
+        assert sink.frame().height == DEFAULT_WINDOW
+    assert [n for n, first in indexes_of(big).items() if first == "time"] == ["by_time_and_symbol"]
+    assert "by_time_and_symbol" in window_plan(big)
+
+
+def test_a_whole_table_cache_adds_no_index(big: Path) -> None:
+    with open_sink(Tick, "id", store=big, cache=FrameCache(max_rows=None)):
+        pass
+    assert "time" not in indexes_of(big).values()
 
 
 # -- streaming in ----------------------------------------------------------------------------

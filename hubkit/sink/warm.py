@@ -2,7 +2,9 @@
 
 A bounded ``FrameCache`` (``max_rows``, the default) gets the newest ``max_rows + 1`` rows
 by its window column, straight from SQL; the extra row tells the cache whether the table
-holds more than the window (``FrameCache.complete``). An unbounded one gets every row.
+holds more than the window (``FrameCache.complete``). On SQLite the table gets an index on
+the window column if none starts with it, so that the read costs the same at any table size
+(``hubkit.store.window.ensure_window_index``). An unbounded one gets every row.
 """
 
 from __future__ import annotations
@@ -32,4 +34,9 @@ def warm_cache(cache: FrameCache, table: TableStore) -> None:
     if cache.max_rows is None:
         cache.load(table.read_all())
         return
-    cache.load(table.read_newest(cache.max_rows + 1, cache.window_by))
+    from hubkit.store.window import ensure_window_index
+
+    by = cache.window_by
+    if by is not None:
+        ensure_window_index(table, by)
+    cache.load(table.read_newest(cache.max_rows + 1, by))

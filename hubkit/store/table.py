@@ -36,7 +36,7 @@ from hubkit.store.engine import (
     key_in,
 )
 from hubkit.store.outbox import Bookkeeping, state_values
-from hubkit.store.window import newest_select
+from hubkit.store.window import dialect_of, newest_select
 from hubkit.types import OutboxEntry
 
 
@@ -303,9 +303,7 @@ class TableStore(Bookkeeping):
     def read_newest(self, limit: int, by: str | None = None) -> pl.DataFrame:
         """The ``limit`` newest rows, oldest first: the largest values of column ``by``, or
         (None) the last inserted rows. Reads only those rows (see ``hubkit.store.window``)."""
-        engine = getattr(self.store, "engine", None)
-        dialect = engine.dialect.name if isinstance(engine, sa.Engine) else "sqlite"
-        stmt = newest_select(self.table, self.spec.key, limit, by, dialect=dialect)
+        stmt = newest_select(self.table, self.spec.key, limit, by, dialect=dialect_of(self))
         with self.store._translate(f"read from {self.name!r}"):
             raw = self.store._read_frame(stmt, self._storage_schema)
         return self._decode(raw).reverse()
