@@ -297,3 +297,23 @@ def test_a_cache_told_its_window_column_checks_it() -> None:
     cache.load(ticks([3, 1, 2]).with_columns(pl.Series("price", [1.0, 3.0, 2.0])))
     assert sorted(cache.frame()["id"].to_list()) == [1, 2]
     assert cache.window == "newest 2 by 'price' (partial)"
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+
+def test_on_postgresql_the_window_is_the_newest_rows_too(postgres_database: str) -> None:
+    ids = list(range(40))
+    random.Random(5).shuffle(ids)
+    with Store(postgres_database) as store:
+        store.table(reflect(Tick, "id")).upsert(ticks(ids))
+        store.table(reflect(Note, "id")).upsert([Note(i, f"note {i}") for i in ids])
+        fetches = Fetches(store)
+        with open_sink(Tick, "id", store=store, cache=FrameCache(max_rows=10)) as sink:
+            assert fetches.rows == 11
+            assert sink.frame()["id"].to_list() == list(range(30, 40))  # oldest first
+            assert sink.status().window == 10
+            assert sink.frame(full=True).height == 40
+        # without a time column nor a rowid: the largest keys
+        with open_sink(Note, "id", store=store, cache=FrameCache(max_rows=10)) as sink:
+            assert sorted(sink.frame()["id"].to_list()) == list(range(30, 40))

@@ -2,9 +2,10 @@
 
 A bounded ``FrameCache`` (``max_rows``, the default) gets the newest ``max_rows + 1`` rows
 by its window column, straight from SQL; the extra row tells the cache whether the table
-holds more than the window (``FrameCache.complete``). On SQLite the table gets an index on
-the window column if none starts with it, so that the read costs the same at any table size
-(``hubkit.store.window.ensure_window_index``). An unbounded one gets every row.
+holds more than the window (``FrameCache.complete``). Without a window column the newest
+rows are the last inserted on SQLite and the largest keys elsewhere. On SQLite the table gets
+an index on the window column if none starts with it, so that the read costs the same at any
+table size (``hubkit.store.window.ensure_window_index``). An unbounded one gets every row.
 """
 
 from __future__ import annotations
