@@ -117,6 +117,7 @@ _TABLE_COLUMNS: tuple[tuple[str, pl.DataType], ...] = (
     ("reconnects", pl.Int64()),
     ("rate_limit_remaining", pl.Int64()),
     ("last_error", pl.String()),
+    ("window", pl.Int64()),
 )
 
 
@@ -332,7 +333,9 @@ def status_table(
     Columns: ``name``, ``sync_status`` and ``schedule_status`` (enum values), ``connected``,
     ``closed``, ``last_sync`` (``Datetime("us", "UTC")``), ``age_s`` (seconds since
     ``last_sync`` at ``now``), ``rows``, ``lag_s``, ``pending_pushes``, ``reconnects``,
-    ``rate_limit_remaining``, ``last_error`` (full text). The schema is the same when empty.
+    ``rate_limit_remaining``, ``last_error`` (full text), ``window`` (the cache window's size
+    when ``rows`` counts only the newest rows of a bigger table, else null). The schema is the
+    same when empty.
     """
     items = _as_list(statuses)
     moment = _now(now)
@@ -351,4 +354,5 @@ def status_table(
         data["reconnects"].append(s.reconnects)
         data["rate_limit_remaining"].append(s.rate_limit_remaining)
         data["last_error"].append(s.last_error)
+        data["window"].append(s.window)
     return pl.DataFrame(data, schema=pl.Schema(_TABLE_COLUMNS))

@@ -21,7 +21,7 @@ from hubkit.cache import DEFAULT_WINDOW, FrameCache
 from hubkit.catalog import Catalog, Dataset, SyncRequest
 from hubkit.entity import reflect
 from hubkit.sink import open_sink
-from hubkit.status import status_text
+from hubkit.status import status_html, status_table, status_text
 from hubkit.store import Store
 from hubkit.store.window import newest_select
 
@@ -130,6 +130,8 @@ def test_status_and_reprs_say_the_rows_are_a_window(store: Store) -> None:
         assert status.rows == DEFAULT_WINDOW
         assert status.window == DEFAULT_WINDOW
         assert "100,000 (window)" in status_text(status)
+        assert "the store holds more" in status_html(status)
+        assert status_table(status)["window"].to_list() == [DEFAULT_WINDOW]
         assert "newest window" in repr(sink)
         assert sink.cache.window == "newest 100,000 by 'time' (partial)"
         assert "newest 100,000 by 'time' (partial)" in repr(sink.cache)
