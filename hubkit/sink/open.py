@@ -132,8 +132,10 @@ def _settle(sink: Sink, error: HubkitError | None, strict: bool, stacklevel: int
     if strict:
         sink.close()
         raise error
+    status = sink.status()
+    rows = f"its {status.rows}" if status.window is None else f"the newest {status.rows} of its"
     warnings.warn(
-        f"sink {sink.name!r} opened with its {sink.status().rows} stored rows: the first sync "
+        f"sink {sink.name!r} opened with {rows} stored rows: the first sync "
         f"failed ({type(error).__name__}: {error}); it keeps retrying",
         StaleDataWarning,
         stacklevel=stacklevel,
