@@ -205,6 +205,17 @@ def test_an_index_that_starts_with_the_time_column_is_used_as_it_is(big: Path) -
     assert "by_time_and_symbol" in window_plan(big)
 
 
+def test_when_the_index_cannot_be_made_the_window_is_read_without_it(
+    big: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with sqlite3.connect(big) as conn:  # the index's name is taken
+        conn.execute("CREATE TABLE ix_tick__time (x INTEGER)")
+    with caplog.at_level("WARNING", logger="hubkit.sink"), open_sink(Tick, "id", store=big) as sink:
+        assert set(sink.frame()["id"].to_list()) == newest_ids(DEFAULT_WINDOW)
+    assert "read without an index on 'time'" in caplog.text
+    assert "time" not in indexes_of(big).values()
+
+
 def test_a_whole_table_cache_adds_no_index(big: Path) -> None:
     with open_sink(Tick, "id", store=big, cache=FrameCache(max_rows=None)):
         pass

@@ -5,12 +5,17 @@ by its window column, straight from SQL; the extra row tells the cache whether t
 holds more than the window (``FrameCache.complete``). Without a window column the newest
 rows are the last inserted on SQLite and the largest keys elsewhere. On SQLite the table gets
 an index on the window column if none starts with it, so that the read costs the same at any
-table size (``hubkit.store.window.ensure_window_index``). An unbounded one gets every row.
+table size (``hubkit.store.window.ensure_window_index``; where it cannot be created, a read-only
+file say, the window is read without it, logged as a warning). An unbounded one gets every
+row.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
+
+from hubkit.errors import StoreError
 
 if TYPE_CHECKING:
     from hubkit.cache import FrameCache
@@ -18,6 +23,8 @@ if TYPE_CHECKING:
     from hubkit.store import TableStore
 
 __all__ = ["bind_cache", "time_column", "warm_cache"]
+
+_log = logging.getLogger("hubkit.sink")
 
 
 def time_column(spec: EntitySpec) -> str | None:
@@ -39,5 +46,8 @@ def warm_cache(cache: FrameCache, table: TableStore) -> None:
 
     by = cache.window_by
     if by is not None:
-        ensure_window_index(table, by)
+        try:
+            ensure_window_index(table, by)
+        except StoreError as exc:  # a read-only file, a long write elsewhere: read without
+            _log.warning("cache window of %r read without an index on %r: %s", table.name, by, exc)
     cache.load(table.read_newest(cache.max_rows + 1, by))
