@@ -4,6 +4,7 @@ How to use it (a sink does this; tests and notebooks may too)::
 
     cache = FrameCache(ttl=timedelta(minutes=5), max_rows=1_000_000)
     cache.bind(("symbol",), schema)          # once: key columns and the frame schema
+    cache.bind(("id",), schema, time_column="time")   # ... with a column that orders the window
     cache.load(store_frame)                  # warm-up / refresh: replaces everything
     cache.put(batch)                         # upsert rows by key
     cache.remove(keys_frame)                 # delete rows by key
@@ -27,10 +28,17 @@ but do not make the table younger. ``is_stale`` is true when the cache was never
 ``ttl`` has passed since the last ``load``, or after ``invalidate()`` (until the next ``load``).
 The cache never reloads itself: its owner checks ``is_stale`` and calls ``load``.
 
-Bound (``max_rows``): the cache keeps the ``max_rows`` most recently *written* rows (an upsert
-counts as a write, so a row that keeps changing stays). The bound is applied whenever the cache
-compacts, so ``frame()`` and ``len()`` never exceed it; between compactions ``get`` may still
-find a row that the next compaction drops.
+Window (``max_rows``, default ``DEFAULT_WINDOW`` = 100,000): the cache keeps a bounded window,
+the ``max_rows`` *newest* rows. Newest means the largest values of the window column
+(``newest_by``, or the ``time_column`` its owner names at ``bind``; a sink names its entity's
+first datetime column) or, without one, the most recently *written* rows (an upsert counts as
+a write, so a row that keeps changing stays). Rows with a null window value are the oldest;
+see ``hubkit.cachewindow``. ``load`` keeps the newest ``max_rows`` of what it is given, and
+the window is applied again whenever the cache compacts, so ``frame()`` and ``len()`` never
+exceed it and new rows evict the oldest; between compactions ``get`` may still find a row
+that the next compaction drops. ``complete`` says whether the window still holds every row
+it was given (a sink hands ``load`` one row more than the window to find out), ``window``
+says the same in words. ``max_rows=None`` keeps every row: the whole table.
 
 Thread safety: one lock guards the state. Writers (hubkit's loop thread) and readers (the
 user's thread) may call any method concurrently. Snapshots are immutable: nothing here ever
@@ -50,9 +58,10 @@ from typing import Any, Final
 
 import polars as pl
 
+from hubkit.cachewindow import DEFAULT_WINDOW, describe, newest_positions
 from hubkit.errors import HubkitError, ParameterError, SchemaError, ValidationError
 
-__all__ = ["FrameCache"]
+__all__ = ["DEFAULT_WINDOW", "FrameCache"]
 
 # Compaction threshold: fold pending rows into the base once they exceed this many rows or
 # 1/_PENDING_FRACTION of the base, whichever is larger. The proportional part keeps the
@@ -82,9 +91,11 @@ class FrameCache:
     """A keyed Polars table with cheap upserts and immutable, deduplicated snapshots.
 
     ``ttl`` is the longest time the table may go without a ``load`` before ``is_stale`` turns
-    true (``None``: only ``invalidate()`` makes it stale). ``max_rows`` bounds the table to the
-    most recently written rows (``None``: unbounded). ``clock`` returns monotonic seconds and
-    exists for tests.
+    true (``None``: only ``invalidate()`` makes it stale). ``max_rows`` bounds the table to a
+    window of the newest rows (default ``DEFAULT_WINDOW``, 100,000; ``None``: the whole
+    table, unbounded). ``newest_by`` names the column whose largest values are the newest
+    rows (default: the ``time_column`` given to ``bind``, else write order). ``clock``
+    returns monotonic seconds and exists for tests.
 
     A new cache is unbound; ``bind(key, schema)`` must come first, and every method that
     reads or writes rows raises ``HubkitError`` until it has (``is_stale`` is simply true).
@@ -93,8 +104,9 @@ class FrameCache:
     def __init__(
         self,
         ttl: timedelta | None = None,
-        max_rows: int | None = None,
+        max_rows: int | None = DEFAULT_WINDOW,
         *,
+        newest_by: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if ttl is not None and ttl.total_seconds() < 0:
@@ -103,6 +115,7 @@ class FrameCache:
             raise ParameterError(f"max_rows must not be negative, got {max_rows!r}")
         self.ttl = ttl
         self.max_rows = max_rows
+        self.newest_by = newest_by
         self._clock = clock
         self._lock = threading.Lock()
         self._key: tuple[str, ...] | None = None
@@ -124,15 +137,24 @@ class FrameCache:
         self._base_lookups = 0
         self._loaded_at: float | None = None
         self._invalidated = False
+        self._by: str | None = None  # the window column, fixed by ``bind``
+        self._complete = True  # no row was left out by the window since the last load
 
     # -- binding ---------------------------------------------------------------------------
 
-    def bind(self, key: str | Sequence[str], schema: pl.Schema | Mapping[str, Any]) -> None:
+    def bind(
+        self,
+        key: str | Sequence[str],
+        schema: pl.Schema | Mapping[str, Any],
+        *,
+        time_column: str | None = None,
+    ) -> None:
         """Fix the key columns and the frame schema; call once before anything else.
 
-        Binding again with the same key and schema is a no-op; anything else raises
-        ``HubkitError`` (a cache belongs to one table). A key column missing from the schema
-        raises ``SchemaError``.
+        ``time_column``: the owner's time column, which orders the window unless the cache
+        was made with ``newest_by``. Binding again with the same key and schema is a no-op;
+        anything else raises ``HubkitError`` (a cache belongs to one table). A key or window
+        column missing from the schema raises ``SchemaError``.
         """
         key_cols = (key,) if isinstance(key, str) else tuple(key)
         bound_schema = pl.Schema(schema)
@@ -141,6 +163,9 @@ class FrameCache:
         for name in key_cols:
             if name not in bound_schema:
                 raise SchemaError(f"key column {name!r} is not in the schema", field=name)
+        by = self.newest_by if self.newest_by is not None else time_column
+        if by is not None and by not in bound_schema:
+            raise SchemaError(f"window column {by!r} is not in the schema", field=by)
         with self._lock:
             if self._key is not None:
                 if self._key == key_cols and self._schema == bound_schema:
@@ -151,6 +176,7 @@ class FrameCache:
                 )
             self._key = key_cols
             self._schema = bound_schema
+            self._by = by
             self._base = bound_schema.to_frame()
 
     @property
@@ -168,7 +194,9 @@ class FrameCache:
     def load(self, frame: pl.DataFrame) -> None:
         """Replace the whole table with ``frame`` and restart the staleness clock.
 
-        Duplicate keys in ``frame`` keep their last row. Writes that race with a ``load`` are
+        ``frame`` is taken in write order (oldest first). Only its newest ``max_rows`` rows
+        are kept; ``complete`` tells whether that was all of them. Duplicate keys in
+        ``frame`` keep their last row. Writes that race with a ``load`` are
         replaced by it too, so ``frame`` must be read after them (the sink serialises both on
         its loop). Raises ``ValidationError`` if a schema column is missing or a value cannot
         be cast to its column's type.
@@ -181,11 +209,11 @@ class FrameCache:
         if hashes.n_unique() != base.height:
             base = base.unique(subset=list(key), keep="last", maintain_order=True)
             hashes = self._hash(base)
-        if self.max_rows is not None and base.height > self.max_rows:
-            base, hashes = base.tail(self.max_rows), hashes.tail(self.max_rows)
+        base, hashes, dropped = self._window(base, hashes)
         with self._lock:
             self._reset_pending()
             self._set_base(base, hashes)
+            self._complete = not dropped
             self._loaded_at = self._clock()
             self._invalidated = False
 
@@ -249,11 +277,13 @@ class FrameCache:
             self._reset_pending()
             self._set_base(self.schema.to_frame(), _empty_hashes())
             self._loaded_at = None
+            self._complete = True
 
     # -- reads -----------------------------------------------------------------------------
 
     def frame(self) -> pl.DataFrame:
-        """A deduplicated snapshot: one row per key, newest write wins, removed keys gone.
+        """A deduplicated snapshot of the cached window: one row per key, newest write wins,
+        removed keys gone (with ``max_rows``, only the newest rows: see ``complete``).
 
         Rows come in the order they were last written. The frame is never changed by later
         writes. Folds pending writes into the base first if there are any (the result is kept
@@ -320,6 +350,26 @@ class FrameCache:
             return self._clock() - self._loaded_at >= self.ttl.total_seconds()
 
     @property
+    def window_by(self) -> str | None:
+        """The column that orders the window (None: write order; None before ``bind``)."""
+        return self._by
+
+    @property
+    def complete(self) -> bool:
+        """True unless the window left out rows: since the last ``load``, ``load`` itself or a
+        compaction dropped the oldest rows to stay within ``max_rows``. Always true without
+        ``max_rows``. Pending writes are not compacted to find out."""
+        with self._lock:
+            return self._complete
+
+    @property
+    def window(self) -> str:
+        """What the cache holds, in words: ``"whole table"`` or e.g.
+        ``"newest 100,000 by 'time' (partial)"``."""
+        with self._lock:
+            return describe(self.max_rows, self._by, complete=self._complete)
+
+    @property
     def pending_rows(self) -> int:
         """Rows written since the last compaction (for status displays and benchmarks)."""
         with self._lock:
@@ -329,8 +379,9 @@ class FrameCache:
         with self._lock:
             if self._key is None:
                 return "<FrameCache unbound>"
+            window = describe(self.max_rows, self._by, complete=self._complete)
             return (
-                f"<FrameCache key={self._key!r} base_rows={self._base.height} "
+                f"<FrameCache key={self._key!r} window={window!r} base_rows={self._base.height} "
                 f"pending_rows={self._pending_rows} ttl={self.ttl} max_rows={self.max_rows}>"
             )
 
@@ -491,12 +542,26 @@ class FrameCache:
             live = pending[live_rows]
             base = pl.concat([base, live])
             hashes = pl.concat([hashes, self._hash(live)])
-        if self.max_rows is not None and base.height > self.max_rows:
-            base, hashes = base.tail(self.max_rows), hashes.tail(self.max_rows)
+        base, hashes, dropped = self._window(base, hashes)
+        if dropped:
+            self._complete = False
         if base.n_chunks() > _MAX_BASE_CHUNKS:
             base, hashes = base.rechunk(), hashes.rechunk()
         self._reset_pending()
         self._set_base(base, hashes)
+
+    def _window(
+        self, base: pl.DataFrame, hashes: pl.Series
+    ) -> tuple[pl.DataFrame, pl.Series, bool]:
+        """``base`` and its hashes cut to the window; and whether rows were dropped."""
+        if self.max_rows is None:
+            return base, hashes, False
+        keep = newest_positions(base, self.max_rows, self._by)
+        if keep is None:
+            return base, hashes, False
+        if self.max_rows == 0 or keep[0] == base.height - self.max_rows:  # the last rows
+            return base.tail(self.max_rows), hashes.tail(self.max_rows), True
+        return base[keep], hashes.gather(keep), True
 
     def _reset_pending(self) -> None:
         self._chunks = []

@@ -57,6 +57,8 @@ class SinkStatus:
     lag: float | None = None  # seconds between the newest remote row's arrival and its own time
     rate_limit_remaining: int | None = None  # what the remote said is left, if it says
     closed: bool = False
+    # set when ``rows`` counts a cache window of a bigger table: the window's size
+    window: int | None = None
 
     def __str__(self) -> str:
         """A fixed-width text table of this status (for terminals, logs and headless runs)."""
@@ -115,6 +117,7 @@ _TABLE_COLUMNS: tuple[tuple[str, pl.DataType], ...] = (
     ("reconnects", pl.Int64()),
     ("rate_limit_remaining", pl.Int64()),
     ("last_error", pl.String()),
+    ("window", pl.Int64()),
 )
 
 
@@ -209,7 +212,7 @@ def row_text(status: SinkStatus, now: datetime | None = None) -> dict[str, str]:
         "schedule": _label(status.schedule_status.value),
         "connected": "closed" if status.closed else ("yes" if status.connected else "no"),
         "last_sync": humanize_age(_age_seconds(status, moment)),
-        "rows": f"{status.rows:,}",
+        "rows": f"{status.rows:,}" if status.window is None else f"{status.rows:,} (window)",
         "lag": format_duration(status.lag),
         "pending": f"{status.pending_pushes:,}",
         "reconnects": f"{status.reconnects:,}",
@@ -260,6 +263,9 @@ def row_html(status: SinkStatus, now: datetime | None = None) -> dict[str, str]:
         out["last_sync"] = _span(
             cells["last_sync"], "inherit", title=_utc(status.last_sync).isoformat()
         )
+    if status.window is not None:
+        tip = f"the cache holds the newest {status.window:,} rows; the store holds more"
+        out["rows"] = _span(cells["rows"], "inherit", title=tip)
     if status.pending_pushes:
         out["pending"] = _span(cells["pending"], "#ef6c00")
     out["error"] = error_html(status.last_error)
@@ -327,7 +333,9 @@ def status_table(
     Columns: ``name``, ``sync_status`` and ``schedule_status`` (enum values), ``connected``,
     ``closed``, ``last_sync`` (``Datetime("us", "UTC")``), ``age_s`` (seconds since
     ``last_sync`` at ``now``), ``rows``, ``lag_s``, ``pending_pushes``, ``reconnects``,
-    ``rate_limit_remaining``, ``last_error`` (full text). The schema is the same when empty.
+    ``rate_limit_remaining``, ``last_error`` (full text), ``window`` (the cache window's size
+    when ``rows`` counts only the newest rows of a bigger table, else null). The schema is the
+    same when empty.
     """
     items = _as_list(statuses)
     moment = _now(now)
@@ -346,4 +354,5 @@ def status_table(
         data["reconnects"].append(s.reconnects)
         data["rate_limit_remaining"].append(s.rate_limit_remaining)
         data["last_error"].append(s.last_error)
+        data["window"].append(s.window)
     return pl.DataFrame(data, schema=pl.Schema(_TABLE_COLUMNS))

@@ -8,7 +8,7 @@
         provider.active_instruments("linear")           # pl.DataFrame, status == "Trading"
 
     with bybit.open_trades(["BTCUSDT", "ETHUSDT"], store="data.db") as trades:
-        trades.frame()                                  # live, gap-filled after reconnects
+        trades.frame()              # the newest 100,000, live, gap-filled after reconnects
 
     bybit.backfill_klines("BTCUSDT", "60", start="2024-01-01", store="data.db")
 

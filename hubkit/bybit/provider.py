@@ -216,7 +216,7 @@ class InstrumentProvider:
         return PeriodicSync(interval=interval, query_on_init=False, params=params, snapshot=params)
 
     def _start(self) -> None:
-        frame = self.sink.frame().select("category", "symbol", "status")
+        frame = self.sink.frame(full=True).select("category", "symbol", "status")
         self._known = {(c, s): st for c, s, st in frame.iter_rows()}
         self.sink.subscribe(self._on_change)
 
@@ -307,7 +307,7 @@ class InstrumentProvider:
 
     def instruments(self, category: str | None = None) -> pl.DataFrame:
         """Every stored instrument (of ``category``, if given), any status."""
-        frame = self.sink.frame()
+        frame = self.sink.frame(full=True)
         if category is not None:
             frame = frame.filter(pl.col("category") == category)
         return frame.sort("category", "symbol")

@@ -5,7 +5,8 @@
     with hubkit.open_sink(Instrument, key="symbol", store="data.db",
                           connection=conn, policy=hubkit.PeriodicSync(interval=60)) as sink:
         sink.dao.upsert([Instrument("BTCUSDT", "Trading", 0.1)]).wait(5)
-        df = sink.frame()
+        df = sink.frame()                 # the cached window: the newest 100,000 rows
+        everything = sink.frame(full=True)  # the whole table, however big
         with sink.subscribe(print):
             sink.force_sync()
 
@@ -35,7 +36,8 @@ so the store, the cache and the event order always agree.
 The package by job: ``sink`` (what a user holds), ``dao`` (local reads and writes),
 ``context`` (what a policy talks to), ``outbox`` (outbox decisions, free of I/O), ``events``
 (subscriptions and ordered dispatch), ``runner`` (start, syncs, reconnect, shutdown),
-``open`` (``open_sink``/``aopen_sink``), ``_core`` (shared state and the one write path).
+``open`` (``open_sink``/``aopen_sink``), ``warm`` (filling the cache with its window),
+``_core`` (shared state and the one write path).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from hubkit.bridge import get_bridge, run_sync_in_worker
 from hubkit.errors import HubkitError, ParameterError, StaleDataWarning
 from hubkit.sink._core import Core, Parts, PolicyTraits
 from hubkit.sink.sink import Sink
+from hubkit.sink.warm import bind_cache, warm_cache
 from hubkit.types import Connection, OutboxEntry, SyncPolicy, SyncState
 
 if TYPE_CHECKING:
@@ -56,12 +57,15 @@ def open_sink(
     ``store``: a path, a SQLAlchemy URL, an open ``Store`` (shared: the sink does not close
     it) or None for ``$HUBKIT_HOME/hubkit.db``. ``connection``: None for a local-only table.
     ``policy``: when and what to sync (``hubkit.policies``); None syncs only on
-    ``force_sync()``. ``cache``: a ``FrameCache`` (default: a new one), or None to read from
-    the store. ``table`` overrides the table name, ``name`` the sink's name (default: the
-    table name; it also keys the sync state and the outbox). ``indexes``: secondary indexes
-    (column names, or tuples of them such as ``("symbol", "time")``) besides those the
-    entity declares with ``hubkit.index``; created with the table, and added to an existing
-    table that lacks them (building an index on a big table takes a while, once).
+    ``force_sync()``. ``cache``: a ``FrameCache`` (default: a new ``FrameCache()``, a window
+    of the newest 100,000 rows by the entity's first datetime field, else by write order,
+    read alone from the store so that opening costs the same at any table size;
+    ``FrameCache(max_rows=None)`` for the whole table), or None to read from the store.
+    ``table`` overrides the table name, ``name`` the sink's name (default: the table name; it
+    also keys the sync state and the outbox). ``indexes``: secondary indexes (column names,
+    or tuples of them such as ``("symbol", "time")``) besides those the entity declares with
+    ``hubkit.index``; created with the table, and added to an existing table that lacks them
+    (building an index on a big table takes a while, once).
 
     Blocking; returns only a fully initialised sink (table created, cache warmed from the
     store, connection connected, policy running). A policy that syncs at start
@@ -135,8 +139,10 @@ def _settle(sink: Sink, error: HubkitError | None, strict: bool, stacklevel: int
     if strict:
         sink.close()
         raise error
+    status = sink.status()
+    rows = f"its {status.rows}" if status.window is None else f"the newest {status.rows} of its"
     warnings.warn(
-        f"sink {sink.name!r} opened with its {sink.status().rows} stored rows: the first sync "
+        f"sink {sink.name!r} opened with {rows} stored rows: the first sync "
         f"failed ({type(error).__name__}: {error}); it keeps retrying",
         StaleDataWarning,
         stacklevel=stacklevel,
@@ -237,8 +243,8 @@ def _open_parts(
         else:
             cache_obj = cache
         if cache_obj is not None:
-            cache_obj.bind(spec.key, spec.schema)
-            cache_obj.load(table_obj.read_all())
+            bind_cache(cache_obj, spec)
+            warm_cache(cache_obj, table_obj)
         pending = table_obj.outbox_pending()
         state = table_obj.state()
     except BaseException:

@@ -16,6 +16,7 @@ from hubkit.sink._core import CLOSE_TIMEOUT, Core
 from hubkit.sink.dao import SinkDao
 from hubkit.sink.events import Subscription
 from hubkit.sink.runner import Runner
+from hubkit.sink.warm import warm_cache
 from hubkit.status import SinkStatus
 from hubkit.types import (
     ChangeHandler,
@@ -106,7 +107,15 @@ class Sink:
             lag=core.lag,
             rate_limit_remaining=self._rate_limit_remaining(),
             closed=core.closed,
+            window=self._window(),
         )
+
+    def _window(self) -> int | None:
+        # rows counts a window of a bigger table: say how big the window is
+        cache = self._core.cache
+        if cache is None or cache.max_rows is None or cache.complete:
+            return None
+        return cache.max_rows
 
     def _rate_limit_remaining(self) -> int | None:
         # an HTTP connection exposes the remote's last rate-limit figures
@@ -127,11 +136,16 @@ class Sink:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def frame(self) -> pl.DataFrame:
-        """The table as a Polars frame: the cache snapshot (reloaded from the store first if
-        it is stale), or a store read when the sink has no cache. Later writes never change
-        a frame already returned. A cache with ``max_rows`` holds only the most recently
-        written rows; ``dao.query()`` reads the whole table from the store."""
+    def frame(self, *, full: bool = False) -> pl.DataFrame:
+        """The cached window as a Polars frame: the cache snapshot (reloaded from the store
+        first if it is stale), or a store read when the sink has no cache. Later writes never
+        change a frame already returned.
+
+        The default cache holds a window, the newest 100,000 rows (``sink.cache.window``
+        says which, ``status().window`` whether the table holds more), so on a bigger table
+        this is not every row. ``full=True`` returns the whole table: the cache snapshot when
+        the cache holds all of it, else a read of every stored row (costing time and memory
+        in proportion to the table). ``dao.query()`` reads chosen rows from the store."""
         core = self._core
         table = core.table_for_use()
         cache = core.cache
@@ -140,16 +154,19 @@ class Sink:
         if cache.is_stale:
             with core.write_lock:
                 if cache.is_stale:
-                    cache.load(table.read_all())
+                    warm_cache(cache, table)
+        if full and not cache.complete:
+            return table.read_all()
         return cache.frame()
 
-    def lazy(self) -> pl.LazyFrame:
-        """``frame()`` as a ``LazyFrame`` for query building."""
+    def lazy(self, *, full: bool = False) -> pl.LazyFrame:
+        """``frame(full=full)`` as a ``LazyFrame`` for query building."""
         core = self._core
         core.table_for_use()
-        if core.cache is not None and not core.cache.is_stale:
-            return core.cache.lazy()
-        return self.frame().lazy()
+        cache = core.cache
+        if cache is not None and not cache.is_stale and (cache.complete or not full):
+            return cache.lazy()
+        return self.frame(full=full).lazy()
 
     def scan(
         self, *, start: Any = None, end: Any = None, time_column: str | None = None
@@ -279,8 +296,9 @@ class Sink:
         s = self.status()
         state = "closed" if s.closed else s.sync_status.value
         policy = None if self.policy is None else type(self.policy).__name__
+        rows = f"{s.rows} (newest window)" if s.window is not None else str(s.rows)
         return (
-            f"<Sink {s.name!r} {state} rows={s.rows} pending={s.pending_pushes} "
+            f"<Sink {s.name!r} {state} rows={rows} pending={s.pending_pushes} "
             f"connected={s.connected} policy={policy}>"
         )
 

@@ -38,6 +38,7 @@ from hubkit.store.engine import (
 from hubkit.store.outbox import Bookkeeping, state_values
 from hubkit.store.ranges import range_clause, range_expr
 from hubkit.store.ranges import time_column as time_column_of
+from hubkit.store.window import dialect_of, newest_select
 from hubkit.types import OutboxEntry
 
 if TYPE_CHECKING:
@@ -345,6 +346,14 @@ class TableStore(Bookkeeping):
         with self.store._translate(f"read from {self.name!r}"):
             raw = self.store._read_frame(sa.select(self.table), self._storage_schema)
         return self._decode(raw)
+
+    def read_newest(self, limit: int, by: str | None = None) -> pl.DataFrame:
+        """The ``limit`` newest rows, oldest first: the largest values of column ``by``, or
+        (None) the last inserted rows. Reads only those rows (see ``hubkit.store.window``)."""
+        stmt = newest_select(self.table, self.spec.key, limit, by, dialect=dialect_of(self))
+        with self.store._translate(f"read from {self.name!r}"):
+            raw = self.store._read_frame(stmt, self._storage_schema)
+        return self._decode(raw).reverse()
 
     def count(self) -> int:
         """The number of stored rows."""
