@@ -83,7 +83,7 @@ class PgColumn(TypeDecorator[Any]):
         return pgbulk.column_type(self.column)
 
     def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
-        return dialect.type_descriptor(self._native())
+        return self._native()
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         return bind_value(self.column, value)
