@@ -64,10 +64,18 @@ temporary table with ``adbc_ingest`` in key order and merged with one
 on the ADBC connection. ``adbc_driver_sqlite`` is imported on first use because importing
 it costs about a second.
 
+PostgreSQL. ``Store("postgresql://...")`` (``postgresql+psycopg://`` for SQLAlchemy) keeps
+every promise above on a server: entity columns get native types (``timestamptz``,
+``numeric``, ``jsonb``, ``date``, ``boolean``), rows move as Arrow through ADBC's PostgreSQL
+driver (``COPY`` into a temporary table merged with ``INSERT ... ON CONFLICT``), each change
+is one PostgreSQL transaction, and several processes may write one table (see
+``hubkit.store.pg``).
+
 Layout of the package: ``engine`` (how a transaction runs, ADBC or SQLAlchemy), ``codec``
 (kinds <-> SQL), ``store`` (open/close, schema check), ``table`` (rows of one entity;
 ``apply(changeset)``), ``outbox`` (sync-state and outbox tables and statements),
-``inventory`` (what a store holds, read-only: ``read_inventory``). A change is
+``inventory`` (what a store holds, read-only: ``read_inventory``), ``pg`` (the PostgreSQL
+side). A change is
 one ``hubkit.changeset.ChangeSet`` applied by ``TableStore.apply`` in one transaction.
 """
 
