@@ -72,6 +72,7 @@ __all__ = [
     "connect",
     "copy_table",
     "define_table",
+    "dialect",
     "execute",
     "fetch_arrow",
     "iter_batches",
@@ -208,6 +209,11 @@ def connect(url: str | sa.URL) -> Connection:
         return conn
     except Exception as exc:
         raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+
+
+def dialect() -> Dialect:
+    """The SQLAlchemy dialect statements are compiled with for ADBC (``$1`` placeholders)."""
+    return _DIALECT
 
 
 def _sql(stmt: Executable) -> tuple[str, tuple[Any, ...]]:

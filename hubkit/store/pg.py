@@ -17,6 +17,7 @@ creation is serialised by an advisory lock.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Iterator
@@ -35,7 +36,7 @@ from sqlalchemy.types import TypeDecorator
 from hubkit.entity import Column, canonical_decimal, to_frame_value
 from hubkit.errors import StoreError
 from hubkit.store.codec import EPOCH
-from hubkit.store.engine import UpsertPlan
+from hubkit.store.engine import DIRECT_MAX, UpsertPlan
 
 if TYPE_CHECKING:
     from adbc_driver_manager.dbapi import Connection, Cursor
@@ -267,7 +268,18 @@ class PgTx:
         from hubkit import pgbulk
 
         columns = [_entity_column(c) for c in plan.table.c]
-        pgbulk.upsert(self.cur, plan.table, pgbulk.copy_table(columns, storage))
+        if storage.height > DIRECT_MAX:
+            pgbulk.upsert(self.cur, plan.table, pgbulk.copy_table(columns, storage))
+            return
+        # A small batch (a stream's): bound row by row from Arrow to one prepared statement,
+        # cheaper than creating and dropping a staging table. Rows go in key order, as COPY's
+        # do, so that concurrent writers lock rows in the same order.
+        sql, order = _direct_sql(plan)
+        rows = pgbulk.copy_table(columns, storage.sort(list(plan.key)))
+        try:
+            self.cur.executemany(sql, rows.select(order))
+        except Exception as exc:
+            raise StoreError(f"upsert into {plan.name!r} failed: {exc}") from exc
 
     def column_names(self, table: str) -> list[str] | None:
         cols = sa.table(
@@ -285,6 +297,29 @@ class PgTx:
         )
         names = [str(r[0]) for r in self.rows(stmt)]
         return names or None
+
+
+@functools.lru_cache(maxsize=256)
+def _direct_sql(plan: UpsertPlan) -> tuple[str, list[str]]:
+    """``INSERT ... VALUES ($1, CAST($2 AS ...), ...) ON CONFLICT`` of a table, and the
+    column order of its parameters."""
+    from sqlalchemy.dialects import postgresql
+
+    from hubkit import pgbulk
+
+    table, key = plan.table, list(plan.key)
+    names = [c.name for c in table.c]
+    ins = postgresql.insert(table).values(
+        {n: sa.bindparam(n, type_=table.c[n].type) for n in names}
+    )
+    others = [n for n in names if n not in key]
+    stmt = (
+        ins.on_conflict_do_update(index_elements=key, set_={n: ins.excluded[n] for n in others})
+        if others
+        else ins.on_conflict_do_nothing(index_elements=key)
+    )
+    compiled = stmt.compile(dialect=pgbulk.dialect())
+    return str(compiled), list(compiled.positiontup or ())
 
 
 def _entity_column(c: sa.Column[Any]) -> Column:
