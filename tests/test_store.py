@@ -542,6 +542,14 @@ def test_postgresql_urls_name_psycopg_and_only_the_fast_path(postgres_database: 
         Store(plain, fast=False)
 
 
+def test_an_unreachable_postgresql_server_is_a_store_error(tmp_path: Path) -> None:
+    with (
+        Store(f"postgresql://nobody@/nowhere?host={tmp_path}") as s,
+        pytest.raises(StoreError, match="cannot connect to PostgreSQL"),
+    ):
+        s.table(reflect(Record, "id"))
+
+
 @pytest.mark.sqlite_only
 def test_urls_paths_and_default_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "home" / "nested"

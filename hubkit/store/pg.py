@@ -204,7 +204,8 @@ class PgSessions:
             try:
                 yield PgTx(session)
             except BaseException:
-                session.end(commit=False)
+                with suppress(Exception):  # the error that ended the transaction is raised
+                    session.end(commit=False)
                 raise
             session.end(commit=write)
             healthy = True
@@ -236,8 +237,7 @@ class PgTx:
         from hubkit import pgbulk
 
         if not self._ddl_locked:
-            pgbulk.execute(self.cur, f"SELECT pg_advisory_xact_lock({_DDL_LOCK})")
-            self.cur.fetchall()
+            self.rows(sa.select(sa.func.pg_advisory_xact_lock(_DDL_LOCK)))
             self._ddl_locked = True
         pgbulk.execute(self.cur, element)
 
