@@ -10,7 +10,7 @@ from typing import Any
 import polars as pl
 
 from hubkit.catalog import Catalog, Dataset, SyncRequest
-from hubkit.store import Store, TableStore, read_inventory
+from hubkit.store import Store, TableStore, store_inventory
 
 
 @dataclass
@@ -65,6 +65,6 @@ def test_load_syncs_once_and_reads_what_others_wrote(store_url: str) -> None:
     assert again["id"].to_list() == ["f1", "f2"]
     assert again.schema == first.schema
     assert again.row(1, named=True)["price"] == "5"
-    _, tables = read_inventory(store_url)
-    assert [(t.name, t.rows) for t in tables] == [("fill", 2)]
-    assert tables[0].last_sync is not None
+    found = store_inventory(store_url)
+    assert [(t.name, t.rows) for t in found] == [("fill", 2)]
+    assert found.table("fill").last_sync is not None

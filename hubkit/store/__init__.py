@@ -74,7 +74,7 @@ is one PostgreSQL transaction, and several processes may write one table (see
 Layout of the package: ``engine`` (how a transaction runs, ADBC or SQLAlchemy), ``codec``
 (kinds <-> SQL), ``store`` (open/close, schema check), ``table`` (rows of one entity;
 ``apply(changeset)``), ``outbox`` (sync-state and outbox tables and statements),
-``inventory`` (what a store holds, read-only: ``read_inventory``), ``pg`` (the PostgreSQL
+``inventory`` (what a store holds, read-only: ``store_inventory``), ``pg`` (the PostgreSQL
 side). A change is
 one ``hubkit.changeset.ChangeSet`` applied by ``TableStore.apply`` in one transaction.
 """
@@ -88,7 +88,7 @@ from hubkit.store.engine import (
     OUTBOX_TABLE,
     STATE_TABLE,
 )
-from hubkit.store.inventory import TableInventory, read_inventory
+from hubkit.store.inventory import ColumnInventory, Inventory, TableInventory, store_inventory
 from hubkit.store.store import Store, default_store_url, store_url
 from hubkit.store.table import TableStore
 
@@ -102,11 +102,13 @@ __all__ = [
     "UNSET",
     "Applied",
     "ChangeSet",
+    "ColumnInventory",
+    "Inventory",
     "OutboxWrite",
     "Store",
     "TableInventory",
     "TableStore",
     "default_store_url",
-    "read_inventory",
+    "store_inventory",
     "store_url",
 ]
