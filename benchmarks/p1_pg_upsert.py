@@ -1,4 +1,4 @@
-"""P1 on PostgreSQL: upsert N ByBit-like trades, hubkit's pgbulk vs two psycopg baselines.
+"""P1 on PostgreSQL: upsert N ByBit-like trades, hubkit's Store vs two psycopg baselines.
 
 Usage: ``python benchmarks/p1_pg_upsert.py [--rows N]`` (default 1,000,000).
 
@@ -11,10 +11,12 @@ precision, timestamptz, boolean), one transaction per pass:
 - ``copy+merge``: psycopg 3 ``COPY`` of the same tuples into a TEMP table, then one
   ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``;
 - ``pgbulk``: ``pgbulk.upsert`` of the Polars frame (conversion for COPY, de-duplication
-  and key ordering included), ADBC's binary COPY into a TEMP table, then the same merge.
+  and key ordering included), ADBC's binary COPY into a TEMP table, then the same merge;
+- ``store``: the public API, ``hubkit.Store(url).table(spec).upsert(frame)`` (validation
+  of the frame, the same COPY + merge, the sink's sync-state row in the same transaction).
 
 Pass 1 inserts N new keys into an empty table, pass 2 upserts the same N keys again (every
-row replaced). The last lines give pgbulk's rows/s over each baseline's, both passes.
+row replaced). The last lines give the store's rows/s over each baseline's, both passes.
 """
 
 from __future__ import annotations
@@ -84,10 +86,11 @@ def main() -> None:
         label: pgbulk.define_table(md, f"trade_{label}", spec.columns, spec.key)
         for label in ("executemany", "copy_merge", "pgbulk")
     }
-    with EmbeddedPostgres() as pg:
+    with EmbeddedPostgres() as pg, hubkit.Store(pg.uri) as store:
         engine = sa.create_engine(pg.url)
         md.create_all(engine)
         engine.dispose()
+        trades = store.table(spec)
         ps = psycopg.connect(pg.uri)
         adbc = pgbulk.connect(pg.url)
         cur = adbc.cursor()
@@ -96,10 +99,14 @@ def main() -> None:
             pgbulk.upsert(cur, tables["pgbulk"], pgbulk.copy_table(spec.columns, frame))
             adbc.commit()
 
+        def run_store() -> None:
+            trades.upsert(frame, cursor="p1")
+
         methods: dict[str, Callable[[], None]] = {
             "executemany": lambda: _executemany(ps, tables["executemany"], rows),
             "copy+merge": lambda: _copy_merge(ps, tables["copy_merge"], rows),
             "pgbulk": run_pgbulk,
+            "store": run_store,
         }
         times: dict[str, list[float]] = {m: [] for m in methods}
         for label in PASSES:
@@ -113,9 +120,10 @@ def main() -> None:
                     f"{m} {n / t[-1]:>10,.0f} rows/s ({t[-1]:.2f} s)" for m, t in times.items()
                 )
             )
-        for t in tables.values():
+        for t in [*tables.values(), trades.table]:
             stored = pgbulk.fetch_arrow(cur, sa.select(sa.func.count()).select_from(t))
             assert stored.column(0)[0].as_py() == n, f"{t.name} holds a different row count"
+        adbc.commit()
         cur.close()
         adbc.close()
         ps.close()
@@ -125,8 +133,8 @@ def main() -> None:
         f"{'both passes':>22}: "
         + "   ".join(f"{m} {2 * n / s:,.0f} rows/s" for m, s in total.items())
     )
-    for base in ("executemany", "copy+merge"):
-        print(f"P1 PostgreSQL ratio pgbulk/{base}: {total[base] / total['pgbulk']:.2f}x")
+    for base in ("executemany", "copy+merge", "pgbulk"):
+        print(f"P1 PostgreSQL ratio store/{base}: {total[base] / total['store']:.2f}x")
 
 
 if __name__ == "__main__":

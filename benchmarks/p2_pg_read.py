@@ -1,19 +1,22 @@
-"""P2 on PostgreSQL: read N stored trades into Polars, hubkit's pgbulk vs raw ADBC and psycopg.
+"""P2 on PostgreSQL: read N stored trades into Polars, hubkit's Store vs raw ADBC and psycopg.
 
 Usage: ``python benchmarks/p2_pg_read.py [--rows N] [--repeat R]`` (default 1,000,000 rows,
 3 repeats).
 
 One process starts an embedded PostgreSQL server (``hubkit.testing.postgres``); the trades
-are written once with ``pgbulk.upsert`` (not timed). Then, alternating, R times each, every
-method reads ``SELECT *`` of the table into a Polars frame:
+are written once through ``hubkit.Store`` (not timed). Then, alternating, R times each,
+every method reads ``SELECT *`` of the table into a Polars frame:
 
+- ``store``: the public API, ``hubkit.Store(url).table(spec).read_all()`` (a pooled ADBC
+  connection, Arrow out, decoded to the entity's schema);
 - ``pgbulk``: ``pgbulk.fetch_arrow`` + ``pgbulk.to_frame`` (the SQLAlchemy statement, the
   driver's extension types unwrapped, hubkit's dtypes);
 - ``pgbulk stream``: ``pgbulk.iter_batches`` + ``pl.concat`` (the scan path);
 - ``adbc``: ``cursor.execute`` + ``fetch_arrow_table`` + ``pl.from_arrow`` on an ADBC cursor;
 - ``psycopg``: psycopg 3 ``fetchall`` + ``pl.DataFrame(orient="row")``.
 
-Best-of-R times are compared; the last lines give pgbulk's rows/s over each other method's.
+Best-of-R times are compared; the last lines give the store's rows/s over each other
+method's.
 """
 
 from __future__ import annotations
@@ -45,16 +48,12 @@ def main() -> None:
 
     frame = trade_frame(n)
     spec = hubkit.reflect(Trade, key="id")
-    md = sa.MetaData()
-    table = pgbulk.define_table(md, spec.table, spec.columns, spec.key)
-    with EmbeddedPostgres() as pg:
-        engine = sa.create_engine(pg.url)
-        md.create_all(engine)
-        engine.dispose()
+    with EmbeddedPostgres() as pg, hubkit.Store(pg.uri) as store:
+        trades = store.table(spec)
+        trades.upsert(frame)
+        table = trades.table
         adbc = pgbulk.connect(pg.url)
         cur = adbc.cursor()
-        pgbulk.upsert(cur, table, pgbulk.copy_table(spec.columns, frame))
-        adbc.commit()
         ps = psycopg.connect(pg.uri)
         select = sa.select(table)
         sql = f"SELECT * FROM {table.name}"
@@ -73,6 +72,7 @@ def main() -> None:
             return out
 
         methods: dict[str, Callable[[], pl.DataFrame]] = {
+            "store": trades.read_all,
             "pgbulk": lambda: pgbulk.to_frame(pgbulk.fetch_arrow(cur, select)),
             "pgbulk stream": lambda: pl.concat(
                 [pgbulk.to_frame(b) for b in pgbulk.iter_batches(cur, select)]
@@ -95,8 +95,8 @@ def main() -> None:
 
     for name, t in best.items():
         print(f"{name:>14}: {n / t:>12,.0f} rows/s (best {t:.2f} s of {args.repeat})")
-    for other in ("adbc", "psycopg", "pgbulk stream"):
-        print(f"P2 PostgreSQL ratio pgbulk/{other}: {best[other] / best['pgbulk']:.2f}x")
+    for other in ("adbc", "psycopg", "pgbulk", "pgbulk stream"):
+        print(f"P2 PostgreSQL ratio store/{other}: {best[other] / best['store']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ __all__ = [
     "connect",
     "copy_table",
     "define_table",
+    "dialect",
     "execute",
     "fetch_arrow",
     "iter_batches",
@@ -210,6 +211,11 @@ def connect(url: str | sa.URL) -> Connection:
         raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
 
 
+def dialect() -> Dialect:
+    """The SQLAlchemy dialect statements are compiled with for ADBC (``$1`` placeholders)."""
+    return _DIALECT
+
+
 def _sql(stmt: Executable) -> tuple[str, tuple[Any, ...]]:
     """SQL text with $n placeholders and the bound values, encoded by their column types."""
     compiled = stmt.compile(dialect=_DIALECT)  # type: ignore[attr-defined]
@@ -314,8 +320,7 @@ def _plain(data: pa.RecordBatch) -> pa.RecordBatch:
     if not any(isinstance(f.type, pa.BaseExtensionType) for f in data.schema):
         return data
     arrays = [a.storage if isinstance(a.type, pa.BaseExtensionType) else a for a in data.columns]
-    schema = pa.schema([pa.field(f.name, _plain_type(f.type), f.nullable) for f in data.schema])
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+    return pa.RecordBatch.from_arrays(arrays, schema=_plain_schema(data))
 
 
 def fetch_arrow(cur: Cursor, stmt: Executable | str) -> pa.Table:
@@ -328,8 +333,12 @@ def fetch_arrow(cur: Cursor, stmt: Executable | str) -> pa.Table:
     return pa.Table.from_batches([_plain(b) for b in result.to_batches()], _plain_schema(result))
 
 
-def _plain_schema(data: pa.Table) -> pa.Schema:
-    return pa.schema([pa.field(f.name, _plain_type(f.type), f.nullable) for f in data.schema])
+def _plain_schema(data: pa.Table | pa.RecordBatch) -> pa.Schema:
+    """The schema without extension types; each field keeps the driver's metadata (e.g.
+    ``POSTGRESQL:type``)."""
+    return pa.schema(
+        [pa.field(f.name, _plain_type(f.type), f.nullable, f.metadata) for f in data.schema]
+    )
 
 
 def iter_batches(cur: Cursor, stmt: Executable | str) -> Iterator[pa.RecordBatch]:

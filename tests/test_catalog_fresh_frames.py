@@ -16,6 +16,8 @@ from hubkit.catalog import Catalog, Dataset, SyncRequest
 from hubkit.loadcache import LoadCache, file_token
 from hubkit.store import Store, TableStore
 
+pytestmark = pytest.mark.sqlite_only  # answers from memory while the SQLite file is unchanged
+
 
 @dataclass
 class Reading:

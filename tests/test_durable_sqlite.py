@@ -27,6 +27,8 @@ import hubkit
 from hubkit.errors import StoreError
 from hubkit.sqlite_guard import SqliteGuard
 
+pytestmark = pytest.mark.sqlite_only  # other SQLite libraries on the same file
+
 
 @dataclass
 class Item:

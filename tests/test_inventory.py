@@ -1,4 +1,5 @@
-"""``hubkit.store.store_inventory``: what a store holds, read-only, from a real SQLite file."""
+"""``hubkit.store.store_inventory``: what a store holds, read-only, from a real SQLite file
+and a PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -30,11 +31,9 @@ class Tag:
 SYNCED = datetime(2024, 5, 1, 12, 30, 15, 250_000, tzinfo=UTC)
 
 
-@pytest.fixture
-def store_file(tmp_path: Path) -> Path:
-    """A store with two tables: notes (3 rows, a cursor, a last sync, 2 pending pushes) and
-    tags (empty, never synced)."""
-    path = tmp_path / "inv.db"
+def fill(path: Path | str) -> None:
+    """Two tables: notes (3 rows, a cursor, a last sync, 2 pending pushes) and tags (empty,
+    never synced)."""
     with Store(path) as store:
         notes = store.table(reflect(Note, "id"), name="notes")
         notes.upsert([Note(1, "a"), Note(2, "b")], cursor="c-42", last_sync=SYNCED)
@@ -44,12 +43,24 @@ def store_file(tmp_path: Path) -> Path:
         ]
         notes.upsert([Note(3, "c", 0.5)], outbox=pending)
         store.table(reflect(Tag, "name"), name="tags")
+
+
+@pytest.fixture
+def store_file(tmp_path: Path) -> Path:
+    """A SQLite file filled by ``fill``."""
+    path = tmp_path / "inv.db"
+    fill(path)
     return path
 
 
-def test_lists_every_table_with_rows_sync_state_outbox_and_schema(store_file: Path) -> None:
-    found = store_inventory(store_file)
-    assert found.url == f"sqlite:///{store_file.resolve()}"
+def test_a_path_names_an_absolute_sqlite_url(store_file: Path) -> None:
+    assert store_inventory(store_file).url == f"sqlite:///{store_file.resolve()}"
+
+
+def test_lists_every_table_with_rows_sync_state_outbox_and_schema(store_url: str) -> None:
+    fill(store_url)
+    found = store_inventory(store_url)
+    assert found.url == store_url
     assert found.names() == ["notes", "tags"]
     notes = found.table("notes")
     assert (notes.rows, notes.cursor, notes.last_sync, notes.pending) == (3, "c-42", SYNCED, 2)

@@ -11,7 +11,6 @@ import asyncio
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import polars as pl
@@ -85,10 +84,10 @@ def ids(frame: pl.DataFrame) -> list[str]:
 
 
 @pytest.fixture
-def held(tmp_path: Path) -> Any:
+def held(store_url: str) -> Any:
     policy = Hold()
     conn = InMemoryConnection(key="id")
-    sink = open_sink(Item, "id", store=tmp_path / "t.db", connection=conn, policy=policy)
+    sink = open_sink(Item, "id", store=store_url, connection=conn, policy=policy)
     try:
         yield sink, policy.contexts[0], conn
     finally:
@@ -244,14 +243,14 @@ def test_a_rejection_cascade_commits_at_once(held: Any) -> None:
     assert [c.op for c in changes.settle()] == [Op.REJECTED, Op.REJECTED]
 
 
-def test_the_store_applies_a_snapshot_with_the_deletes_of_vanished_keys(tmp_path: Path) -> None:
+def test_the_store_applies_a_snapshot_with_the_deletes_of_vanished_keys(store_url: str) -> None:
     from hubkit.policies import PeriodicSync
 
     conn = InMemoryConnection(
         [{"id": "a", "name": "A", "price": 1.0}, {"id": "b", "name": "B", "price": 2.0}], key="id"
     )
     policy = PeriodicSync(interval=3600, snapshot=True)
-    with open_sink(Item, "id", store=tmp_path / "s.db", connection=conn, policy=policy) as sink:
+    with open_sink(Item, "id", store=store_url, connection=conn, policy=policy) as sink:
         assert ids(sink.frame()) == ["a", "b"]
         drain()
         changes = Changes()

@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -119,8 +118,9 @@ def ids(frame: pl.DataFrame, column: str = "id") -> list[Any]:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "policies.db"
+def db(store_url: str) -> str:
+    """A new store, once on SQLite and once on PostgreSQL."""
+    return store_url
 
 
 # -- pure decisions --------------------------------------------------------------------------
@@ -326,7 +326,7 @@ def test_plan_pull_already_in_sync_is_no_conflict() -> None:
 # -- QueryOnInit and PeriodicSync ------------------------------------------------------------
 
 
-def test_query_on_init_fetches_once_and_reports_remote_changes(db: Path) -> None:
+def test_query_on_init_fetches_once_and_reports_remote_changes(db: str) -> None:
     conn = InMemoryConnection([item("a"), item("b")], key="id")
     with open_sink(Item, "id", store=db, connection=conn, policy=QueryOnInit()) as sink:
         eventually(lambda: sink.sync_status is SyncStatus.FULL_SYNC)
@@ -342,7 +342,7 @@ def test_query_on_init_fetches_once_and_reports_remote_changes(db: Path) -> None
         assert ids(sink.frame()) == ["a", "b", "c"]
 
 
-def test_query_on_init_retries_until_the_first_fetch_succeeds(db: Path) -> None:
+def test_query_on_init_retries_until_the_first_fetch_succeeds(db: str) -> None:
     conn = InMemoryConnection([item("a")], key="id")
     conn.fail_next(2, ops=("fetch",))
     errors = Recorder()
@@ -356,7 +356,7 @@ def test_query_on_init_retries_until_the_first_fetch_succeeds(db: Path) -> None:
         assert conn.count("fetch") == 3
 
 
-def test_periodic_sync_pulls_every_interval_and_survives_errors(db: Path) -> None:
+def test_periodic_sync_pulls_every_interval_and_survives_errors(db: str) -> None:
     conn = InMemoryConnection([item("a")], key="id")
     policy = PeriodicSync(interval=FAST)
     errors = Recorder()
@@ -372,7 +372,7 @@ def test_periodic_sync_pulls_every_interval_and_survives_errors(db: Path) -> Non
         eventually(lambda: sink.sync_status is SyncStatus.FULL_SYNC)
 
 
-def test_periodic_sync_without_query_on_init_waits_an_interval(db: Path) -> None:
+def test_periodic_sync_without_query_on_init_waits_an_interval(db: str) -> None:
     conn = InMemoryConnection([item("a")], key="id")
     policy = PeriodicSync(interval=timedelta(hours=1), query_on_init=False, params={"id": "a"})
     with open_sink(Item, "id", store=db, connection=conn, policy=policy) as sink:
@@ -387,12 +387,12 @@ def test_periodic_sync_without_query_on_init_waits_an_interval(db: Path) -> None
 # -- PushAfterWrite --------------------------------------------------------------------------
 
 
-def _push_sink(db: Path, conn: InMemoryConnection, **kw: Any) -> Sink:
+def _push_sink(db: str, conn: InMemoryConnection, **kw: Any) -> Sink:
     kw.setdefault("retry_interval", FAST)
     return open_sink(Item, "id", store=db, connection=conn, policy=PushAfterWrite(**kw))
 
 
-def test_push_after_write_pushes_creates_updates_and_removes_in_order(db: Path) -> None:
+def test_push_after_write_pushes_creates_updates_and_removes_in_order(db: str) -> None:
     conn = InMemoryConnection(key="id")
     with _push_sink(db, conn) as sink:
         sink.dao.upsert([item("a", "one")]).wait(TIMEOUT)
@@ -407,7 +407,7 @@ def test_push_after_write_pushes_creates_updates_and_removes_in_order(db: Path) 
         assert sink.status().pending_pushes == 0
 
 
-def test_a_write_result_is_awaitable(db: Path) -> None:
+def test_a_write_result_is_awaitable(db: str) -> None:
     conn = InMemoryConnection(key="id")
 
     async def main(sink: Sink) -> bool:
@@ -420,7 +420,7 @@ def test_a_write_result_is_awaitable(db: Path) -> None:
         assert conn.pushes("a") == 1
 
 
-def test_temporary_push_errors_are_retried(db: Path) -> None:
+def test_temporary_push_errors_are_retried(db: str) -> None:
     conn = InMemoryConnection(key="id")
     conn.fail_next(2, ops=("create",))
     errors = Recorder()
@@ -433,7 +433,7 @@ def test_temporary_push_errors_are_retried(db: Path) -> None:
         assert sink.table.outbox_count() == 0
 
 
-def test_a_rejected_write_is_rolled_back_with_a_rejected_event(db: Path) -> None:
+def test_a_rejected_write_is_rolled_back_with_a_rejected_event(db: str) -> None:
     conn = InMemoryConnection(key="id")
     with _push_sink(db, conn) as sink:
         sink.dao.upsert([item("a", "original")]).wait(TIMEOUT)
@@ -460,7 +460,7 @@ def test_a_rejected_write_is_rolled_back_with_a_rejected_event(db: Path) -> None
         assert sink.status().pending_pushes == 0
 
 
-def test_a_rejection_takes_later_writes_of_the_same_key_with_it(db: Path) -> None:
+def test_a_rejection_takes_later_writes_of_the_same_key_with_it(db: str) -> None:
     conn = InMemoryConnection(key="id")
     conn.fail_next(1000, ops=("update",))  # hold updates back while we queue two
     with _push_sink(db, conn, retry_interval=timedelta(hours=1)) as sink:
@@ -478,7 +478,7 @@ def test_a_rejection_takes_later_writes_of_the_same_key_with_it(db: Path) -> Non
         assert sink.table.outbox_count() == 0
 
 
-def test_max_attempts_turns_a_lasting_temporary_error_into_a_rejection(db: Path) -> None:
+def test_max_attempts_turns_a_lasting_temporary_error_into_a_rejection(db: str) -> None:
     conn = InMemoryConnection(key="id")
     conn.fail_next(1000, ops=("create",))
     with _push_sink(db, conn, max_attempts=3) as sink:
@@ -490,7 +490,7 @@ def test_max_attempts_turns_a_lasting_temporary_error_into_a_rejection(db: Path)
         PushAfterWrite(max_attempts=0)
 
 
-def test_the_outbox_survives_a_reopen_and_is_pushed_exactly_once(db: Path) -> None:
+def test_the_outbox_survives_a_reopen_and_is_pushed_exactly_once(db: str) -> None:
     conn = InMemoryConnection(key="id")
     conn.fail_next(10_000, ops=("create",))
     sink = _push_sink(db, conn, retry_interval=timedelta(hours=1))
@@ -513,7 +513,7 @@ def test_the_outbox_survives_a_reopen_and_is_pushed_exactly_once(db: Path) -> No
     assert conn.pushes("a") == 1 and conn.pushes("b") == 1
 
 
-def test_close_flushes_the_outbox(db: Path) -> None:
+def test_close_flushes_the_outbox(db: str) -> None:
     conn = InMemoryConnection(key="id")
     sink = _push_sink(db, conn, push_delay=timedelta(hours=1))
     result = sink.dao.upsert([item("a")])
@@ -523,12 +523,12 @@ def test_close_flushes_the_outbox(db: Path) -> None:
     assert conn.pushes("a") == 1
 
 
-def test_a_pushing_policy_needs_a_connection(db: Path) -> None:
+def test_a_pushing_policy_needs_a_connection(db: str) -> None:
     with pytest.raises(ValueError, match="needs a connection"):
         open_sink(Item, "id", store=db, policy=PushAfterWrite())
 
 
-def test_writes_pending_mark_the_sink_out_of_sync(db: Path) -> None:
+def test_writes_pending_mark_the_sink_out_of_sync(db: str) -> None:
     conn = InMemoryConnection(key="id")
     conn.fail_next(10_000, ops=("create",))
     with _push_sink(db, conn, retry_interval=timedelta(hours=1)) as sink:
@@ -543,7 +543,7 @@ def test_writes_pending_mark_the_sink_out_of_sync(db: Path) -> None:
         assert sink.status().pending_pushes == 0
 
 
-def test_reconnect_retries_pending_pushes(db: Path) -> None:
+def test_reconnect_retries_pending_pushes(db: str) -> None:
     conn = InMemoryConnection(key="id")
     conn.fail_next(10_000, ops=("create",))
     with _push_sink(db, conn, retry_interval=timedelta(hours=1)) as sink:
@@ -558,13 +558,13 @@ def test_reconnect_retries_pending_pushes(db: Path) -> None:
 # -- Bidirectional ---------------------------------------------------------------------------
 
 
-def _bidi_sink(db: Path, conn: InMemoryConnection, **kw: Any) -> Sink:
+def _bidi_sink(db: str, conn: InMemoryConnection, **kw: Any) -> Sink:
     kw.setdefault("interval", timedelta(hours=1))
     kw.setdefault("retry_interval", timedelta(hours=1))
     return open_sink(Item, "id", store=db, connection=conn, policy=Bidirectional(**kw))
 
 
-def test_bidirectional_pushes_then_pulls(db: Path) -> None:
+def test_bidirectional_pushes_then_pulls(db: str) -> None:
     conn = InMemoryConnection([item("r")], key="id")
     with _bidi_sink(db, conn, retry_interval=FAST) as sink:
         eventually(lambda: sink.sync_status is SyncStatus.FULL_SYNC)
@@ -577,7 +577,7 @@ def test_bidirectional_pushes_then_pulls(db: Path) -> None:
         assert sink.sync_status is SyncStatus.FULL_SYNC
 
 
-def test_bidirectional_pulls_on_its_interval(db: Path) -> None:
+def test_bidirectional_pulls_on_its_interval(db: str) -> None:
     conn = InMemoryConnection([item("a")], key="id")
     with _bidi_sink(db, conn, interval=FAST) as sink:
         eventually(lambda: sink.frame().height == 1)
@@ -585,7 +585,7 @@ def test_bidirectional_pulls_on_its_interval(db: Path) -> None:
         eventually(lambda: ids(sink.frame()) == ["a", "b"])
 
 
-def test_bidirectional_conflict_remote_wins_by_default(db: Path) -> None:
+def test_bidirectional_conflict_remote_wins_by_default(db: str) -> None:
     conn = InMemoryConnection([item("a", "original")], key="id")
     with _bidi_sink(db, conn) as sink:
         eventually(lambda: sink.sync_status is SyncStatus.FULL_SYNC)
@@ -606,7 +606,7 @@ def test_bidirectional_conflict_remote_wins_by_default(db: Path) -> None:
         assert conn.rows[("a",)]["name"] == "theirs"
 
 
-def test_bidirectional_conflict_with_a_merging_resolver(db: Path) -> None:
+def test_bidirectional_conflict_with_a_merging_resolver(db: str) -> None:
     def keep_my_name(mine: Mapping[str, Any] | None, theirs: Mapping[str, Any]) -> Any:
         assert mine is not None
         return {**theirs, "name": mine["name"]}
@@ -626,7 +626,7 @@ def test_bidirectional_conflict_with_a_merging_resolver(db: Path) -> None:
         assert sink.table.outbox_count() == 0
 
 
-def test_bidirectional_keeps_a_local_write_the_remote_did_not_change(db: Path) -> None:
+def test_bidirectional_keeps_a_local_write_the_remote_did_not_change(db: str) -> None:
     conn = InMemoryConnection([item("a", "original")], key="id")
     with _bidi_sink(db, conn) as sink:
         eventually(lambda: sink.sync_status is SyncStatus.FULL_SYNC)
@@ -652,7 +652,7 @@ def _fetch_since(conn: InMemoryConnection, limit: int | None = None) -> Any:
     return backfill
 
 
-def _ws_sink(db: Path, conn: InMemoryConnection, **kw: Any) -> Sink:
+def _ws_sink(db: str, conn: InMemoryConnection, **kw: Any) -> Sink:
     policy = WebSocketSubscription(topics=["trades"], **kw)
     return open_sink(Trade, "trade_id", store=db, connection=conn, policy=policy)
 
@@ -671,7 +671,7 @@ def _stored(sink: Sink) -> list[str]:
     return ids(sink.frame(), "trade_id")
 
 
-def test_websocket_rows_are_stored_and_repeats_are_not_reported(db: Path) -> None:
+def test_websocket_rows_are_stored_and_repeats_are_not_reported(db: str) -> None:
     conn = InMemoryConnection(key="trade_id")
     with _ws_sink(db, conn) as sink:
         assert "trades" in conn.subscriptions  # subscribed before open_sink returned
@@ -691,7 +691,7 @@ def test_websocket_rows_are_stored_and_repeats_are_not_reported(db: Path) -> Non
     assert positions == {ALL: StreamPosition(key=("t003",), time=at(3))}
 
 
-def test_websocket_gap_is_filled_from_the_backfill(db: Path) -> None:
+def test_websocket_gap_is_filled_from_the_backfill(db: str) -> None:
     conn = InMemoryConnection(key="trade_id")
     with _ws_sink(db, conn, backfill=_fetch_since(conn)) as sink:
         eventually(lambda: "trades" in conn.subscriptions)
@@ -709,7 +709,7 @@ def test_websocket_gap_is_filled_from_the_backfill(db: Path) -> None:
         assert sink.status().reconnects == 1
 
 
-def test_websocket_gap_that_cannot_be_filled_emits_a_gap_event(db: Path) -> None:
+def test_websocket_gap_that_cannot_be_filled_emits_a_gap_event(db: str) -> None:
     conn = InMemoryConnection(key="trade_id")
     with _ws_sink(db, conn, backfill=_fetch_since(conn, limit=1)) as sink:
         eventually(lambda: "trades" in conn.subscriptions)
@@ -727,7 +727,7 @@ def test_websocket_gap_that_cannot_be_filled_emits_a_gap_event(db: Path) -> None
         eventually(lambda: _stored(sink) == ["t001", "t004"])
 
 
-def test_websocket_without_a_backfill_reports_the_outage_as_a_gap(db: Path) -> None:
+def test_websocket_without_a_backfill_reports_the_outage_as_a_gap(db: str) -> None:
     conn = InMemoryConnection(key="trade_id")
     with _ws_sink(db, conn, stream_fetch=False) as sink:
         eventually(lambda: "trades" in conn.subscriptions)
@@ -738,7 +738,7 @@ def test_websocket_without_a_backfill_reports_the_outage_as_a_gap(db: Path) -> N
         assert "no backfill" in (changes.ops(Op.GAP)[0].reason or "")
 
 
-def test_websocket_backfills_through_the_stream_connection_by_default(db: Path) -> None:
+def test_websocket_backfills_through_the_stream_connection_by_default(db: str) -> None:
     conn = InMemoryConnection(key="trade_id")
     with _ws_sink(db, conn, since_param="time>=", rest_params={"limit": 100}) as sink:
         eventually(lambda: "trades" in conn.subscriptions)
@@ -753,7 +753,7 @@ def test_websocket_backfills_through_the_stream_connection_by_default(db: Path) 
 
 
 def test_websocket_reconnect_resubscribes_and_backfills_from_the_stored_position(
-    db: Path,
+    db: str,
 ) -> None:
     conn = InMemoryConnection(key="trade_id")
     with _ws_sink(db, conn, backfill=_fetch_since(conn)) as sink:
@@ -769,7 +769,7 @@ def test_websocket_reconnect_resubscribes_and_backfills_from_the_stored_position
         assert sink.status().reconnects == 1
 
 
-def test_a_restarted_sink_backfills_from_where_the_stream_stood(db: Path) -> None:
+def test_a_restarted_sink_backfills_from_where_the_stream_stood(db: str) -> None:
     conn = InMemoryConnection(key="trade_id")
     with _ws_sink(db, conn, backfill=_fetch_since(conn)) as sink:
         eventually(lambda: "trades" in conn.subscriptions)
@@ -780,7 +780,7 @@ def test_a_restarted_sink_backfills_from_where_the_stream_stood(db: Path) -> Non
         eventually(lambda: _stored(sink) == ["t001", "t002", "t003"])
 
 
-def test_websocket_partitions_report_the_gap_of_the_symbol_that_lost_rows(db: Path) -> None:
+def test_websocket_partitions_report_the_gap_of_the_symbol_that_lost_rows(db: str) -> None:
     conn = InMemoryConnection(key="trade_id")
 
     async def recent_per_symbol(ctx: SyncContext, since: datetime) -> pl.DataFrame:
@@ -809,7 +809,7 @@ def test_websocket_partitions_report_the_gap_of_the_symbol_that_lost_rows(db: Pa
         eventually(lambda: ids(sink.frame(), "trade_id") == expected)
 
 
-def test_websocket_deltas_are_merged_into_the_current_row(db: Path) -> None:
+def test_websocket_deltas_are_merged_into_the_current_row(db: str) -> None:
     conn = InMemoryConnection(key="id")
     policy = WebSocketSubscription(topics=["tickers"])
     with open_sink(Item, "id", store=db, connection=conn, policy=policy) as sink:
@@ -820,7 +820,7 @@ def test_websocket_deltas_are_merged_into_the_current_row(db: Path) -> None:
         eventually(lambda: sink.dao.get("BTC") == Item("BTC", "bitcoin", 2.0))
 
 
-def test_a_bad_message_goes_to_the_error_handler_and_the_stream_goes_on(db: Path) -> None:
+def test_a_bad_message_goes_to_the_error_handler_and_the_stream_goes_on(db: str) -> None:
     conn = InMemoryConnection(key="trade_id")
     errors = Recorder()
     with _ws_sink(db, conn) as sink:
@@ -858,7 +858,7 @@ class FetchOnWrite:
         ctx.set_status(SyncStatus.FULL_SYNC)
 
 
-def test_a_custom_policy_runs_in_a_sink(db: Path) -> None:
+def test_a_custom_policy_runs_in_a_sink(db: str) -> None:
     conn = InMemoryConnection([item("r")], key="id")
     with open_sink(Item, "id", store=db, connection=conn, policy=FetchOnWrite()) as sink:
         eventually(lambda: sink.sync_status is SyncStatus.FULL_SYNC)
@@ -888,7 +888,7 @@ class Candle:
     close: float
 
 
-def test_pushes_with_a_composite_key_including_a_datetime(db: Path) -> None:
+def test_pushes_with_a_composite_key_including_a_datetime(db: str) -> None:
     conn = InMemoryConnection(key=("symbol", "start"))
     policy = PushAfterWrite(retry_interval=FAST)
     with open_sink(Candle, ("symbol", "start"), store=db, connection=conn, policy=policy) as sink:

@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -68,14 +67,15 @@ def _items(*names: str, price: float = 1.0) -> list[Item]:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "sink.db"
+def db(store_url: str) -> str:
+    """A new store, once on SQLite and once on PostgreSQL."""
+    return store_url
 
 
 # -- lifecycle -------------------------------------------------------------------------------
 
 
-def test_open_creates_the_table_and_warms_the_cache_from_the_store(db: Path) -> None:
+def test_open_creates_the_table_and_warms_the_cache_from_the_store(db: str) -> None:
     with open_sink(Item, "id", store=db) as first:
         first.dao.upsert(_items("a", "b", "c"))
     with open_sink(Item, "id", store=db) as sink:
@@ -86,7 +86,7 @@ def test_open_creates_the_table_and_warms_the_cache_from_the_store(db: Path) -> 
         assert sink.status().rows == 3
 
 
-def test_closed_sink_stops_its_tasks_and_refuses_use(db: Path) -> None:
+def test_closed_sink_stops_its_tasks_and_refuses_use(db: str) -> None:
     conn = InMemoryConnection(key="id")
     sink = open_sink(Item, "id", store=db, connection=conn, policy=PushAfterWrite())
     task = sink._core.task
@@ -108,7 +108,7 @@ def test_closed_sink_stops_its_tasks_and_refuses_use(db: Path) -> None:
     assert "closed" in repr(sink)
 
 
-def test_close_delivers_queued_changes_and_two_closes_agree(db: Path) -> None:
+def test_close_delivers_queued_changes_and_two_closes_agree(db: str) -> None:
     sink = open_sink(Item, "id", store=db)
     changes = Recorder()
     sink.subscribe(changes)
@@ -124,7 +124,7 @@ def test_close_delivers_queued_changes_and_two_closes_agree(db: Path) -> None:
         assert reopened.dao.count() == 1
 
 
-def test_a_bad_entity_fails_at_open(db: Path) -> None:
+def test_a_bad_entity_fails_at_open(db: str) -> None:
     class NotADataclass:
         id: str
 
@@ -134,7 +134,7 @@ def test_a_bad_entity_fails_at_open(db: Path) -> None:
         open_sink(Item, "nope", store=db)
 
 
-def test_open_failure_closes_what_was_opened(db: Path) -> None:
+def test_open_failure_closes_what_was_opened(db: str) -> None:
     store = hubkit_store(db)
     try:
         conn = InMemoryConnection(key="id")
@@ -148,7 +148,7 @@ def test_open_failure_closes_what_was_opened(db: Path) -> None:
         store.close()
 
 
-def hubkit_store(path: Path) -> Any:
+def hubkit_store(path: str) -> Any:
     from hubkit.store import Store
 
     return Store(path)
@@ -160,7 +160,7 @@ def reflect_item() -> Any:
     return reflect(Item, "id")
 
 
-def test_a_shared_store_is_not_closed_by_the_sink(db: Path) -> None:
+def test_a_shared_store_is_not_closed_by_the_sink(db: str) -> None:
     store = hubkit_store(db)
     try:
         with open_sink(Item, "id", store=store) as sink:
@@ -173,7 +173,7 @@ def test_a_shared_store_is_not_closed_by_the_sink(db: Path) -> None:
 # -- DAO -------------------------------------------------------------------------------------
 
 
-def test_upsert_replaces_and_never_duplicates(db: Path) -> None:
+def test_upsert_replaces_and_never_duplicates(db: str) -> None:
     with open_sink(Item, "id", store=db) as sink:
         sink.dao.upsert(_items("a", "b", price=1.0))
         sink.dao.upsert(_items("a", price=2.0))
@@ -188,14 +188,14 @@ def test_upsert_replaces_and_never_duplicates(db: Path) -> None:
         assert stored["name"].to_list() == ["x"]
 
 
-def test_a_single_entity_and_dicts_are_accepted(db: Path) -> None:
+def test_a_single_entity_and_dicts_are_accepted(db: str) -> None:
     with open_sink(Item, "id", store=db) as sink:
         sink.dao.upsert(Item("a", "one", 1.0))
         sink.dao.upsert({"id": "b", "name": "two", "price": 2.0})
         assert sorted(sink.frame()["id"].to_list()) == ["a", "b"]
 
 
-def test_delete_removes_from_store_and_cache(db: Path) -> None:
+def test_delete_removes_from_store_and_cache(db: str) -> None:
     with open_sink(Item, "id", store=db) as sink:
         sink.dao.upsert(_items("a", "b", "c"))
         result = sink.dao.delete("a")
@@ -207,7 +207,7 @@ def test_delete_removes_from_store_and_cache(db: Path) -> None:
         assert sink.cache is not None and sink.cache.get("b") is None
 
 
-def test_without_a_cache_reads_go_to_the_store(db: Path) -> None:
+def test_without_a_cache_reads_go_to_the_store(db: str) -> None:
     with open_sink(Item, "id", store=db, cache=None) as sink:
         assert sink.cache is None
         sink.dao.upsert(_items("a", "b"))
@@ -217,7 +217,7 @@ def test_without_a_cache_reads_go_to_the_store(db: Path) -> None:
         assert sink.status().rows == 2
 
 
-def test_a_stale_cache_is_refilled_from_the_store(db: Path) -> None:
+def test_a_stale_cache_is_refilled_from_the_store(db: str) -> None:
     with open_sink(Item, "id", store=db) as sink:
         sink.dao.upsert(_items("a"))
         # another writer (a scheduled job) adds a row behind the sink's back
@@ -227,7 +227,7 @@ def test_a_stale_cache_is_refilled_from_the_store(db: Path) -> None:
         assert sorted(sink.frame()["id"].to_list()) == ["a", "z"]
 
 
-def test_a_bad_value_stores_nothing(db: Path) -> None:
+def test_a_bad_value_stores_nothing(db: str) -> None:
     with open_sink(Item, "id", store=db) as sink:
         with pytest.raises(hubkit.ValidationError):
             sink.dao.upsert([{"id": "a", "name": "ok", "price": 1.0}, {"id": "b", "price": 2.0}])
@@ -238,7 +238,7 @@ def test_a_bad_value_stores_nothing(db: Path) -> None:
 # -- change events ---------------------------------------------------------------------------
 
 
-def test_local_change_events_for_upsert_and_delete(db: Path) -> None:
+def test_local_change_events_for_upsert_and_delete(db: str) -> None:
     with open_sink(Item, "id", store=db) as sink:
         changes = Recorder()
         sink.subscribe(changes)
@@ -254,7 +254,7 @@ def test_local_change_events_for_upsert_and_delete(db: Path) -> None:
         assert changes.threads == {"hubkit-loop"}
 
 
-def test_deleting_nothing_emits_nothing(db: Path) -> None:
+def test_deleting_nothing_emits_nothing(db: str) -> None:
     with open_sink(Item, "id", store=db) as sink:
         changes = Recorder()
         sink.subscribe(changes)
@@ -265,7 +265,7 @@ def test_deleting_nothing_emits_nothing(db: Path) -> None:
 
 
 def test_a_failing_handler_goes_to_the_error_handler_and_the_sink_keeps_running(
-    db: Path,
+    db: str,
 ) -> None:
     with open_sink(Item, "id", store=db) as sink:
         errors = Recorder()
@@ -287,7 +287,7 @@ def test_a_failing_handler_goes_to_the_error_handler_and_the_sink_keeps_running(
         assert sink.status().last_error is not None and "boom" in sink.status().last_error
 
 
-def test_the_default_error_handler_logs_a_warning(db: Path) -> None:
+def test_the_default_error_handler_logs_a_warning(db: str) -> None:
     records = Recorder()
 
     class Capture(logging.Handler):
@@ -315,7 +315,7 @@ def test_the_default_error_handler_logs_a_warning(db: Path) -> None:
         logger.setLevel(level)
 
 
-def test_an_async_handler_runs_on_the_loop(db: Path) -> None:
+def test_an_async_handler_runs_on_the_loop(db: str) -> None:
     with open_sink(Item, "id", store=db) as sink:
         seen = Recorder()
 
@@ -328,7 +328,7 @@ def test_an_async_handler_runs_on_the_loop(db: Path) -> None:
         assert seen.wait_for(1) == [Op.UPSERT]
 
 
-def test_closing_a_subscription_stops_its_events(db: Path) -> None:
+def test_closing_a_subscription_stops_its_events(db: str) -> None:
     with open_sink(Item, "id", store=db) as sink:
         stopped, running = Recorder(), Recorder()
         with sink.subscribe(stopped) as subscription:
@@ -361,7 +361,7 @@ class Gate:
         ctx.set_status(SyncStatus.FULL_SYNC)
 
 
-def test_schedule_sync_is_scheduled_until_the_sync_ran(db: Path) -> None:
+def test_schedule_sync_is_scheduled_until_the_sync_ran(db: str) -> None:
     gate = Gate()
     with open_sink(Item, "id", store=db, connection=InMemoryConnection(), policy=gate) as sink:
         assert sink.sync_status is SyncStatus.OUT_OF_SYNC
@@ -376,7 +376,7 @@ def test_schedule_sync_is_scheduled_until_the_sync_ran(db: Path) -> None:
         assert sink.status().last_sync is not None
 
 
-def test_force_sync_raises_the_policy_error_as_a_hubkit_error(db: Path) -> None:
+def test_force_sync_raises_the_policy_error_as_a_hubkit_error(db: str) -> None:
     @dataclass(frozen=True)
     class Failing:
         async def run(self, ctx: SyncContext) -> None:
@@ -396,7 +396,7 @@ def test_force_sync_raises_the_policy_error_as_a_hubkit_error(db: Path) -> None:
         assert isinstance(error, SyncError)
 
 
-def test_force_sync_without_a_policy_fetches_everything(db: Path) -> None:
+def test_force_sync_without_a_policy_fetches_everything(db: str) -> None:
     conn = InMemoryConnection([{"id": "r", "name": "remote", "price": 5.0}], key="id")
     with open_sink(Item, "id", store=db, connection=conn) as sink:
         assert sink.frame().height == 0
@@ -405,7 +405,7 @@ def test_force_sync_without_a_policy_fetches_everything(db: Path) -> None:
         assert sink.sync_status is SyncStatus.FULL_SYNC
 
 
-def test_reconnect_is_counted_and_restarts_the_policy(db: Path) -> None:
+def test_reconnect_is_counted_and_restarts_the_policy(db: str) -> None:
     conn = InMemoryConnection([{"id": "r", "name": "remote", "price": 5.0}], key="id")
     with open_sink(Item, "id", store=db, connection=conn, policy=QueryOnInit()) as sink:
         eventually(lambda: sink.sync_status is SyncStatus.FULL_SYNC)
@@ -417,7 +417,7 @@ def test_reconnect_is_counted_and_restarts_the_policy(db: Path) -> None:
         assert sink.status().connected
 
 
-def test_status_snapshot_and_reprs(db: Path) -> None:
+def test_status_snapshot_and_reprs(db: str) -> None:
     with open_sink(Item, "id", store=db, name="items") as sink:
         sink.dao.upsert(_items("a"))
         status = sink.status()
@@ -428,7 +428,7 @@ def test_status_snapshot_and_reprs(db: Path) -> None:
         assert "items" in sink._repr_html_()
 
 
-def test_blocking_calls_from_a_handler_raise_bridge_error(db: Path) -> None:
+def test_blocking_calls_from_a_handler_raise_bridge_error(db: str) -> None:
     with open_sink(Item, "id", store=db) as sink:
         errors = Recorder()
         sink.set_error_handler(errors)
@@ -438,7 +438,7 @@ def test_blocking_calls_from_a_handler_raise_bridge_error(db: Path) -> None:
         assert isinstance(error, BridgeError)
 
 
-def test_panel_shows_the_sink(db: Path) -> None:
+def test_panel_shows_the_sink(db: str) -> None:
     with open_sink(Item, "id", store=db, name="items") as sink:
         sink.dao.upsert(_items("a"))
         panel = sink.panel(widget=False)
@@ -452,7 +452,7 @@ def test_panel_shows_the_sink(db: Path) -> None:
 # -- write results ---------------------------------------------------------------------------
 
 
-def test_a_local_only_write_is_settled_at_once(db: Path) -> None:
+def test_a_local_only_write_is_settled_at_once(db: str) -> None:
     with open_sink(Item, "id", store=db) as sink:
         result = sink.dao.upsert(_items("a"))
         assert result.done() and result.pushed and result.pushes == 0
@@ -463,7 +463,7 @@ def test_a_local_only_write_is_settled_at_once(db: Path) -> None:
 # -- async use -------------------------------------------------------------------------------
 
 
-def test_async_with_and_async_twins(db: Path) -> None:
+def test_async_with_and_async_twins(db: str) -> None:
     async def main() -> list[str]:
         ticks = 0
 
@@ -495,7 +495,7 @@ def test_async_with_and_async_twins(db: Path) -> None:
     assert asyncio.run(main()) == ["upsert", "delete"]
 
 
-def test_a_sink_opened_blocking_works_with_async_with(db: Path) -> None:
+def test_a_sink_opened_blocking_works_with_async_with(db: str) -> None:
     async def main() -> int:
         sink = await aopen_sink(Item, "id", store=db)
         async with sink:
@@ -505,7 +505,7 @@ def test_a_sink_opened_blocking_works_with_async_with(db: Path) -> None:
     assert asyncio.run(main()) == 1
 
 
-def test_concurrent_writers_from_threads(db: Path) -> None:
+def test_concurrent_writers_from_threads(db: str) -> None:
     with open_sink(Item, "id", store=db) as sink:
         changes = Recorder()
         sink.subscribe(changes)

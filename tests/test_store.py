@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 import pytest
 import sqlalchemy as sa
+from store_backends import backend_url
 
 import hubkit
 import hubkit.store as store_module
@@ -25,6 +26,7 @@ import hubkit.store.engine as engine_module
 from hubkit.entity import EntitySpec, reflect
 from hubkit.errors import ClosedError, StoreError, ValidationError
 from hubkit.store import OutboxWrite, Store, TableStore, default_store_url
+from hubkit.store.pg import PgTx
 
 TESTS = Path(__file__).resolve().parent
 
@@ -116,9 +118,12 @@ def record(i: int, **changes: Any) -> Record:
     return r
 
 
-@pytest.fixture(params=[True, False], ids=["adbc", "sqlalchemy"])
+@pytest.fixture(params=["sqlite-adbc", "sqlite-sqlalchemy", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "test.db", fast=request.param) as s:
+    backend = request.param.partition("-")[0]
+    url = backend_url(request, backend, tmp_path)
+    fast = None if backend == "postgresql" else request.param == "sqlite-adbc"
+    with Store(url, fast=fast) as s:
         yield s
 
 
@@ -176,8 +181,8 @@ def test_nulls_round_trip(records: TableStore) -> None:
     assert row["extra__tick_size"] is None and row["maybe_side"] is None
 
 
-def test_reopened_store_in_a_new_process_sees_the_rows(tmp_path: Path) -> None:
-    path = tmp_path / "shared.db"
+def test_reopened_store_in_a_new_process_sees_the_rows(store_url: str) -> None:
+    path = store_url
     with Store(path) as s:
         t = s.table(reflect(Record, "id"))
         t.upsert([record(i) for i in range(50)], cursor="c-50")
@@ -284,7 +289,7 @@ def test_rows_cursor_and_outbox_commit_together(
         raise RuntimeError("disk full")
 
     # the outbox insert is the last statement of the transaction: make it fail
-    for tx in (engine_module.AdbcTx, engine_module.SaTx):
+    for tx in (engine_module.AdbcTx, engine_module.SaTx, PgTx):
         monkeypatch.setattr(tx, "insert_many", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         records.upsert([record(2), record(1, note="changed")], cursor="c2", outbox=[entry])
@@ -380,6 +385,7 @@ def test_read_all_is_typed_even_for_an_empty_table(records: TableStore) -> None:
     assert records.count() == 0
 
 
+@pytest.mark.sqlite_only  # the ADBC SQLite driver's typing of a column by its first batch
 def test_nullable_text_that_starts_with_many_nulls_reads_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -483,8 +489,8 @@ def test_outboxes_and_states_are_per_sink(store: Store) -> None:
 # -- schema safety, lifecycle ----------------------------------------------------------------
 
 
-def test_changed_definition_is_refused_naming_the_columns(tmp_path: Path) -> None:
-    path = tmp_path / "schema.db"
+def test_changed_definition_is_refused_naming_the_columns(store_url: str) -> None:
+    path = store_url
     with Store(path) as s:
         s.table(reflect(Record, "id")).upsert([record(1)])
     with Store(path) as s:
@@ -499,18 +505,17 @@ def test_changed_definition_is_refused_naming_the_columns(tmp_path: Path) -> Non
         assert t.count() == 1
 
 
-def test_table_created_elsewhere_is_checked_by_column_names(tmp_path: Path) -> None:
-    import sqlite3
-
-    path = tmp_path / "foreign.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE kline (symbol TEXT, other TEXT)")
-    with Store(path) as s, pytest.raises(StoreError, match="other"):
+def test_table_created_elsewhere_is_checked_by_column_names(store_url: str) -> None:
+    engine = sa.create_engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE kline (symbol TEXT, other TEXT)"))
+    engine.dispose()
+    with Store(store_url) as s, pytest.raises(StoreError, match="other"):
         s.table(reflect(Kline, ("symbol", "interval", "start")))
 
 
-def test_reserved_names_and_closed_store(tmp_path: Path) -> None:
-    s = Store(str(tmp_path / "x.db"))
+def test_reserved_names_and_closed_store(store_url: str) -> None:
+    s = Store(store_url)
     with pytest.raises(StoreError):
         s.table(reflect(Record, "id"), name="hubkit_outbox")
     t = s.table(reflect(Record, "id"))
@@ -522,6 +527,30 @@ def test_reserved_names_and_closed_store(tmp_path: Path) -> None:
         s.table(reflect(Record, "id"))
 
 
+def test_postgresql_urls_name_psycopg_and_only_the_fast_path(postgres_database: str) -> None:
+    plain = postgres_database.replace("postgresql+psycopg://", "postgresql://")
+    assert store_module.store_url(plain) == postgres_database
+    assert store_module.store_url(sa.make_url(plain)) == postgres_database
+    assert store_module.store_url("postgres://u:p@h/db") == "postgresql+psycopg://u:p@h/db"
+    assert store_module.store_url("postgresql+asyncpg://h/db") == "postgresql+asyncpg://h/db"
+    with Store(plain) as s:
+        assert s.url == postgres_database
+        s.table(reflect(Record, "id")).upsert([record(1)])
+    with Store(sa.make_url(postgres_database)) as s:
+        assert s.table(reflect(Record, "id")).count() == 1
+    with pytest.raises(StoreError, match="fast=False"):
+        Store(plain, fast=False)
+
+
+def test_an_unreachable_postgresql_server_is_a_store_error(tmp_path: Path) -> None:
+    with (
+        Store(f"postgresql://nobody@/nowhere?host={tmp_path}") as s,
+        pytest.raises(StoreError, match="cannot connect to PostgreSQL"),
+    ):
+        s.table(reflect(Record, "id"))
+
+
+@pytest.mark.sqlite_only
 def test_urls_paths_and_default_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "home" / "nested"
     monkeypatch.setenv("HUBKIT_HOME", str(home))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from store_backends import backend_url
 
 from hubkit.entity import reflect
 from hubkit.errors import StoreError, ValidationError
@@ -22,9 +23,11 @@ class Row:
     value: int
 
 
-@pytest.fixture(params=[True, False], ids=["adbc", "sqlalchemy"])
+@pytest.fixture(params=["sqlite-adbc", "sqlite-sqlalchemy", "postgresql"])
 def table(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TableStore]:
-    with Store(tmp_path / "c.db", fast=request.param) as store:
+    backend = request.param.partition("-")[0]
+    fast = None if backend == "postgresql" else request.param == "sqlite-adbc"
+    with Store(backend_url(request, backend, tmp_path), fast=fast) as store:
         yield store.table(reflect(Row, "id"))
 
 

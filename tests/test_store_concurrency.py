@@ -15,8 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from hubkit.entity import reflect
 from hubkit.store import OutboxWrite, Store
+
+# SQLite's file locking; tests/test_pg_store.py has the same on PostgreSQL
+pytestmark = pytest.mark.sqlite_only
 
 DURATION = 10.0  # seconds every process keeps working
 BATCH = 50

@@ -91,11 +91,12 @@ table.outbox_done([e.id for e in table.outbox_pending()])
 
 
 def run_script(
-    tmp_path: Path, *blocks: str, env: Mapping[str, str] | None = None
+    tmp_path: Path, *blocks: str, env: Mapping[str, str] | None = None, db: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run the blocks (each dedented on its own) after ``PRELUDE``; ``DB`` is a store path."""
+    """Run the blocks (each dedented on its own) after ``PRELUDE``; ``DB`` is a store path
+    (or ``db``, a store URL)."""
     script = tmp_path / "script.py"
-    head = f"DB = {str(tmp_path / 'store.db')!r}\n"
+    head = f"DB = {db or str(tmp_path / 'store.db')!r}\n"
     script.write_text("\n".join([PRELUDE, head, *(textwrap.dedent(b) for b in blocks)]))
     return subprocess.run(
         [sys.executable, "-X", "dev", "-W", "error::ResourceWarning", str(script)],
@@ -124,12 +125,12 @@ def assert_clean_exit(done: subprocess.CompletedProcess[str], *expected: str) ->
         assert line in lines, done.stdout
 
 
-def test_unclosed_store_used_on_every_path(tmp_path: Path) -> None:
-    done = run_script(tmp_path, ROWS, USE_STORE, 'print("used", flush=True)')
+def test_unclosed_store_used_on_every_path(tmp_path: Path, store_url: str) -> None:
+    done = run_script(tmp_path, ROWS, USE_STORE, 'print("used", flush=True)', db=store_url)
     assert_clean_exit(done, "used")
 
 
-def test_store_collected_without_close(tmp_path: Path) -> None:
+def test_store_collected_without_close(tmp_path: Path, store_url: str) -> None:
     use = "def use():\n" + textwrap.indent(textwrap.dedent(USE_STORE), "    ")
     done = run_script(
         tmp_path,
@@ -140,11 +141,12 @@ def test_store_collected_without_close(tmp_path: Path) -> None:
         gc.collect()
         print(f"open after collection: {open_adbc_connections()}", flush=True)
         """,
+        db=store_url,
     )
     assert_clean_exit(done, "open after collection: 0")
 
 
-def test_store_used_by_loop_work_that_ends_at_exit(tmp_path: Path) -> None:
+def test_store_used_by_loop_work_that_ends_at_exit(tmp_path: Path, store_url: str) -> None:
     # The loop exists before the store module is imported, so the store's exit hook runs
     # first; the task's cleanup then writes and reads through a worker thread.
     done = run_script(
@@ -170,6 +172,7 @@ def test_store_used_by_loop_work_that_ends_at_exit(tmp_path: Path) -> None:
         get_bridge().submit(until_exit())
         print("submitted", flush=True)
         """,
+        db=store_url,
     )
     assert_clean_exit(done, "submitted", "flushed at exit: 4109")
 

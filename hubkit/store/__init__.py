@@ -82,12 +82,19 @@ selection, filters and ``head`` run in SQL, read in streamed batches (``scanning
 ``hubkit.scan``); ``query(start=, end=)`` and ``scan(start=, end=)`` keep a time range of the
 entity's first datetime column (``ranges``).
 
+PostgreSQL. ``Store("postgresql://...")`` (``postgresql+psycopg://`` for SQLAlchemy) keeps
+every promise above on a server: entity columns get native types (``timestamptz``,
+``numeric``, ``jsonb``, ``date``, ``boolean``), rows move as Arrow through ADBC's PostgreSQL
+driver (``COPY`` into a temporary table merged with ``INSERT ... ON CONFLICT``), each change
+is one PostgreSQL transaction, and several processes may write one table (see
+``hubkit.store.pg``).
+
 Layout of the package: ``engine`` (how a transaction runs, ADBC or SQLAlchemy), ``codec``
 (kinds <-> SQL), ``store`` (open/close, schema check), ``table`` (rows of one entity;
 ``apply(changeset)``), ``outbox`` (sync-state and outbox tables and statements),
 ``inventory`` (what a store holds, read-only: ``store_inventory``), ``evolve`` (the
 schema-change decision, no I/O), ``evolve_apply``/``evolve_ddl`` (applying it when a table
-opens), ``migrate`` (explicit rewrites and drops). A change is
+opens), ``migrate`` (explicit rewrites and drops), ``pg`` (the PostgreSQL side). A change is
 one ``hubkit.changeset.ChangeSet`` applied by ``TableStore.apply`` in one transaction.
 """
 

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from hubkit.entity import EntitySpec
 from hubkit.errors import CorruptStoreError, ReadOnlyStoreError, StoreError, StorePathError
 from hubkit.store.engine import BUSY_TIMEOUT_MS, SQLITE, SaTx, _compile
+from hubkit.store.pg import PgTx
 
 if TYPE_CHECKING:
     from sqlalchemy.sql.base import Executable
@@ -146,6 +147,20 @@ def _unique_sets(tx: Reads, name: str) -> list[frozenset[str]]:
         found += [u["column_names"] for u in insp.get_unique_constraints(name)]
         found += [i["column_names"] for i in insp.get_indexes(name) if i.get("unique")]
         return [frozenset(str(c) for c in s) for s in found if s and None not in s]
+    if isinstance(tx, PgTx):
+        # Every unique index, the primary key's and unique constraints' included.
+        found_pg = tx.rows(
+            sa.text(
+                "SELECT i.indexrelid, a.attname FROM pg_index i JOIN pg_attribute a "
+                "ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+                "WHERE i.indrelid = to_regclass(CAST(:t AS text)) AND i.indisunique "
+                "AND i.indpred IS NULL"
+            ).bindparams(t=name)
+        )
+        by_index: dict[Any, set[str]] = {}
+        for index, column in found_pg:
+            by_index.setdefault(index, set()).add(str(column))
+        return [frozenset(cols) for cols in by_index.values()]
     pk = tx.rows(sa.text("SELECT name FROM pragma_table_info(:t) WHERE pk > 0").bindparams(t=name))
     sets = [frozenset(str(r[0]) for r in pk)] if pk else []
     indexes = tx.rows(

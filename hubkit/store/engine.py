@@ -25,6 +25,8 @@ from sqlalchemy.sql import ColumnElement
 if TYPE_CHECKING:
     from sqlalchemy.sql.base import Executable
 
+    from hubkit.entity import Column
+
 STATE_TABLE: Final = "hubkit_sync_state"
 OUTBOX_TABLE: Final = "hubkit_outbox"
 BUSY_TIMEOUT_MS: Final = 30_000
@@ -353,3 +355,5 @@ class Backend(Protocol):
     def _write(self) -> AbstractContextManager[Tx]: ...
 
     def _read_frame(self, stmt: sa.Select[Any], schema: pl.Schema) -> pl.DataFrame: ...
+
+    def _sql_type(self, column: Column) -> sa.types.TypeEngine[Any]: ...

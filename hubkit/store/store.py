@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool, StaticPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from hubkit.entity import EntitySpec
+from hubkit.entity import Column, EntitySpec
 from hubkit.errors import (
     ClosedError,
     HubkitError,
@@ -36,7 +36,7 @@ from hubkit.store.checks import (
     store_error,
     stored_table,
 )
-from hubkit.store.codec import json_text
+from hubkit.store.codec import json_text, sql_type
 from hubkit.store.engine import (
     BUSY_TIMEOUT_MS,
     OUTBOX_TABLE,
@@ -54,6 +54,7 @@ from hubkit.store.evolve_ddl import HISTORY_TABLE
 from hubkit.store.indexing import add_missing_indexes, wanted_indexes
 from hubkit.store.migrate import Migration, drop_column, drop_copy, history, migrate
 from hubkit.store.outbox import bookkeeping_tables
+from hubkit.store.pg import PgColumn, PgSessions, is_postgresql, postgresql_url
 from hubkit.store.table import TableStore
 
 
@@ -71,24 +72,29 @@ def default_store_url() -> str:
 
 
 def store_url(url: str | os.PathLike[str] | sa.URL | None) -> str:
-    """The canonical URL of a store argument (a path becomes an absolute SQLite URL)."""
+    """The canonical URL of a store argument (a path becomes an absolute SQLite URL;
+    ``postgresql://`` names psycopg's driver: ``postgresql+psycopg://``)."""
     if url is None:
         return default_store_url()
-    if isinstance(url, sa.URL):
-        return url.render_as_string(hide_password=False)
-    if isinstance(url, os.PathLike) or "://" not in url:
+    if isinstance(url, os.PathLike) or (isinstance(url, str) and "://" not in url):
         return f"sqlite:///{Path(os.fspath(url)).expanduser().resolve()}"
-    return url
+    parsed = sa.make_url(url) if isinstance(url, sa.URL) else None
+    if parsed is None and isinstance(url, str) and url.startswith(("postgresql:", "postgres:")):
+        parsed = sa.make_url(url)
+    if parsed is None:
+        return str(url)
+    return postgresql_url(parsed).render_as_string(hide_password=False)
 
 
 class Store:
     """A SQL database holding entity tables, sync state and outboxes. Thread-safe, blocking.
 
     ``url`` is a file path (``str`` or ``PathLike``; a SQLite file, created if missing), a
-    SQLAlchemy URL, or None for ``default_store_url()``. ``fast`` chooses the Arrow/ADBC
-    path for SQLite files (default: on for SQLite files, off otherwise; ``False`` forces
-    plain SQLAlchemy). Use as a context manager or call ``close()``; a closed store raises
-    ``ClosedError`` and cannot be reopened (create a new one). ``busy_timeout``: how long
+    SQLAlchemy URL (``postgresql://user:password@host/db`` for PostgreSQL), or None for
+    ``default_store_url()``. ``fast`` chooses the Arrow/ADBC path for SQLite files and
+    PostgreSQL (default: on for those, off otherwise; ``False`` forces plain SQLAlchemy).
+    Use as a context manager or call ``close()``; a closed store raises ``ClosedError`` and
+    cannot be reopened (create a new one). ``busy_timeout``: how long
     (seconds) a SQLite write waits for another process's lock before it fails (default 30).
 
     A SQLite path is checked first: a missing folder, a folder, or a new file in a folder
@@ -112,12 +118,17 @@ class Store:
         memory = is_sqlite and (database in ("", ":memory:") or "mode=memory" in database)
         plain_file = is_sqlite and not memory and parsed.get_driver_name() == "pysqlite"
         plain_file = plain_file and not parsed.query and not database.startswith("file:")
-        if fast and not plain_file:
-            raise StoreError(f"the fast path needs a SQLite file, not {self.url!r}")
+        postgres = is_postgresql(parsed)
+        if fast and not (plain_file or postgres):
+            raise StoreError(f"the fast path needs a SQLite file or PostgreSQL, not {self.url!r}")
+        if postgres and fast is False:
+            raise StoreError("a PostgreSQL store always uses ADBC; fast=False is for SQLite")
         self._sqlite_path: str | None = (
             str(Path(database).expanduser().resolve()) if plain_file else None
         )
-        self._fast = plain_file if fast is None else fast
+        self._fast = (plain_file or postgres) if fast is None else fast
+        self._pg: PgSessions | None = PgSessions(parsed) if postgres and self._fast else None
+        self._native = postgres  # entity columns of PostgreSQL's own types (hubkit.store.pg)
         self._access = file_access(self._sqlite_path) if self._sqlite_path is not None else None
         readonly = self._access is not None and self._access.readonly
         # What connections open: the file, or a URI that reads it without writing beside it.
@@ -157,7 +168,8 @@ class Store:
         # One idle connection of each SQLite library on the file while the store uses it,
         # closed after the store's own (see hubkit.sqlite_guard).
         self._guard = SqliteGuard(self._target, self._pragmas)
-        self._finalizer = weakref.finalize(self, self._guard.close, self._pool.close)
+        pg_close = self._pg.close if self._pg is not None else _nothing
+        self._finalizer = weakref.finalize(self, self._guard.close, self._pool.close, pg_close)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("fast" if self._fast else "sqlalchemy")
@@ -174,7 +186,8 @@ class Store:
         # Directly, not through the finalizer: after the finalizers ran at exit, calling one
         # does nothing, and a store can still be used (and closed) after that.
         self._finalizer.detach()
-        self._guard.close(self._pool.close, self.engine.dispose)  # the guard closes last
+        pg_close = self._pg.close if self._pg is not None else _nothing
+        self._guard.close(self._pool.close, pg_close, self.engine.dispose)  # guard last
 
     def __enter__(self) -> Store:
         return self
@@ -192,6 +205,10 @@ class Store:
             raise ClosedError(f"store {self.url!r} is closed")
 
     # -- tables -------------------------------------------------------------------------
+
+    def _sql_type(self, column: Column) -> sa.types.TypeEngine[Any]:
+        """The SQL type of an entity column in this store (native types on PostgreSQL)."""
+        return PgColumn(column) if self._native else sql_type(column)
 
     def table(
         self, spec: EntitySpec, *, name: str | None = None, indexes: Iterable[IndexSpec] = ()
@@ -383,7 +400,10 @@ class Store:
     def _read(self) -> Iterator[Tx]:
         """A connection for reads (each statement sees the latest committed data)."""
         self._check_open()
-        if self._fast:
+        if self._pg is not None:
+            with self._pg.transaction(write=False) as tx:
+                yield tx
+        elif self._fast:
             with self._guarded(), self._session() as s:
                 yield AdbcTx(s, self._modules()[1])
         else:
@@ -400,6 +420,10 @@ class Store:
                 "cannot write to it. Make it writable, then open a new Store",
                 path=self._access.path,
             )
+        if self._pg is not None:
+            with self._pg.transaction(write=True) as tx:
+                yield tx
+            return
         if not self._fast:
             with self._guarded(), self.engine.connect() as conn:
                 conn.execution_options(hubkit_write=True)
@@ -422,7 +446,11 @@ class Store:
         except Exception as exc:
             # The ADBC driver types columns from the first batch; a column that is NULL for
             # all of it and holds text later cannot be read that way. SQLAlchemy can.
-            if not (self._fast and "Type mismatch" in str(exc)):
+            if not (self._fast and self._pg is None and "Type mismatch" in str(exc)):
                 raise
         with self._guarded(), self.engine.connect() as conn:
             return SaTx(conn).frame(stmt, schema)
+
+
+def _nothing() -> None:
+    return None

@@ -22,7 +22,6 @@ from hubkit.errors import StoreError
 from hubkit.store.codec import (
     from_storage,
     now_us,
-    sql_type,
     storage_kind,
     to_storage,
 )
@@ -36,6 +35,7 @@ from hubkit.store.engine import (
     key_in,
 )
 from hubkit.store.outbox import Bookkeeping, state_values
+from hubkit.store.pg import PgColumn
 from hubkit.store.ranges import range_clause, range_expr
 from hubkit.store.ranges import time_column as time_column_of
 from hubkit.store.window import dialect_of, newest_select
@@ -63,7 +63,7 @@ class TableStore(Bookkeeping):
             *[
                 sa.Column(
                     c.name,
-                    sql_type(c),
+                    store._sql_type(c),
                     primary_key=c.name in spec.key,
                     nullable=c.nullable,
                     autoincrement=False,
@@ -75,7 +75,11 @@ class TableStore(Bookkeeping):
         self._needs_storage = any(c.kind in ("datetime", "date") for c in spec.columns)
         self._stage_name = f"hubkit_stage__{name}"
         self._empty = spec.empty()
-        direct_sql, staged_sql = _upsert_sql(self.table, spec, self._stage_name)
+        # SQLite's statements; a PostgreSQL store builds its own (hubkit.store.pg)
+        native = any(isinstance(c.type, PgColumn) for c in self.table.c)
+        direct_sql, staged_sql = (
+            ("", "") if native else _upsert_sql(self.table, spec, self._stage_name)
+        )
         self._plan = UpsertPlan(self.table, spec.key, direct_sql, staged_sql, self._stage_name)
 
     def empty(self) -> pl.DataFrame:
