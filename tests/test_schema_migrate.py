@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 import hubkit.store.migrate as migrate_module
 from hubkit.cli import main
@@ -448,3 +449,42 @@ def test_the_command_line_rebuilds_every_kind_of_column(
         FillV2("f1", 0.25, Side.BUY, Level2.HIGH, at, date(2024, 3, 1), Fee(0.1), ["a"], True),
         FillV2("f2", 3.0, Side.SELL, Level2.LOW, at, date(2024, 3, 2), Fee(0.2, "BTC"), [], False),
     ]
+
+
+@dataclass
+class Priced:
+    id: int
+    n: int
+
+
+@dataclass
+class PricedV2:
+    id: int
+    n: int
+    at: datetime | None = None
+    px: Decimal = Decimal("1.5")
+    since: datetime = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def test_new_columns_on_postgresql_take_its_native_types(postgres_database: str) -> None:
+    with Store(postgres_database) as s:
+        s.table(reflect(Priced, "id")).upsert([Priced(1, 2)])
+    moment = datetime(2025, 6, 1, tzinfo=UTC)
+    with Store(postgres_database) as s:
+        t = s.table(reflect(PricedV2, "id", table="priced"))
+        t.upsert([PricedV2(2, 3, moment, Decimal("2.25"), moment)])
+        found = sorted(t.spec.from_frame(t.read_all()), key=lambda r: r.id)
+    assert found == [PricedV2(1, 2), PricedV2(2, 3, moment, Decimal("2.25"), moment)]
+    engine = sa.create_engine(postgres_database.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        types = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT column_name, data_type FROM information_schema.columns "
+                    "WHERE table_name = 'priced'"
+                )
+            ).all()
+        )
+    engine.dispose()
+    assert types["at"] == "timestamp with time zone"
+    assert types["px"] == "numeric"

@@ -13,15 +13,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateTable, DropTable
+from sqlalchemy.types import TypeDecorator
 
-from hubkit.entity import EntitySpec, canonical_decimal
+from hubkit.entity import Column, EntitySpec, canonical_decimal
 from hubkit.errors import HubkitWarning
 from hubkit.store.codec import json_text, now_us, storage_value
 from hubkit.store.engine import KEY_CHUNK, Tx, chunks
@@ -48,6 +50,9 @@ from hubkit.store.evolve_ddl import (
 )
 
 HISTORY = history_table()
+
+# The store's SQL type of an entity column (``Store._sql_type``).
+ColumnType = Callable[[Column], sa.types.TypeEngine[Any]]
 
 
 def record(tx: Tx, table: str, change: str, detail: Any) -> None:
@@ -102,8 +107,13 @@ def reconcile(
     spec: EntitySpec,
     fingerprint: str,
     described: str,
+    column_type: ColumnType | None = None,
 ) -> str | None:
     """Bring the recorded table ``name`` to ``spec`` (see the module doc).
+
+    ``column_type``: the store's SQL type of an entity column, where the store keeps columns
+    in types of the database's own (PostgreSQL's timestamptz, numeric, jsonb); None for
+    hubkit's portable storage types.
 
     Returns None when the table now fits ``spec``, else the refusal text (nothing of the
     table changed; the refusal is recorded in the history).
@@ -121,7 +131,7 @@ def reconcile(
             if _last_change(tx, name) != ("refused", json_text(attempt)):  # once per attempt
                 record(tx, name, "refused", attempt)
             return refusal_message(name, spec, refused, store_url)
-        _apply(tx, dialect, name, spec, stored, p)
+        _apply(tx, dialect, name, spec, stored, p, column_type)
         for what, column, detail in p.changes:
             record(tx, name, what, {"column": column, "detail": detail})
         if p.remove:
@@ -172,9 +182,20 @@ def _nulls_left(tx: Tx, name: str, p: Plan) -> list[str]:
     return out
 
 
-def _apply(tx: Tx, dialect: Dialect, name: str, spec: EntitySpec, stored: Stored, p: Plan) -> None:
+def _apply(
+    tx: Tx,
+    dialect: Dialect,
+    name: str,
+    spec: EntitySpec,
+    stored: Stored,
+    p: Plan,
+    column_type: ColumnType | None,
+) -> None:
     target = sa.Table(name, sa.MetaData())
     for col in p.add:
+        if column_type is not None:
+            _add_native(tx, dialect, target, col, column_type)
+            continue
         kind = spec.describe()["columns"][spec.names.index(col.name)][1]
         default = None if col.default is None else storage_value(col, col.default())
         new = sa.Column(
@@ -194,6 +215,34 @@ def _apply(tx: Tx, dialect: Dialect, name: str, spec: EntitySpec, stored: Stored
             tx.ddl(DropNotNull(name, column))
         return
     _rebuild_sqlite(tx, name, p.result, dict(p.widen))
+
+
+def _add_native(
+    tx: Tx, dialect: Dialect, target: sa.Table, col: Column, column_type: ColumnType
+) -> None:
+    """Add ``col`` in the store's own type; a default is written into the existing rows as
+    text the database casts (a datetime, a decimal or a JSON value has no portable literal)."""
+    sql_type = column_type(col)
+    new = sa.Column(col.name, sql_type, nullable=True)
+    target.append_column(new)
+    tx.ddl(AddColumn(target, new))
+    if col.default is None:
+        return
+    value = col.default()
+    if isinstance(value, datetime | date):
+        text: Any = value.isoformat()
+    elif isinstance(value, Decimal):
+        text = str(value)
+    elif col.kind == "json":
+        text = json_text(value)
+    else:
+        text = storage_value(col, value)
+    impl = sql_type.load_dialect_impl(dialect) if isinstance(sql_type, TypeDecorator) else sql_type
+    tx.run(sa.update(target).values({col.name: sa.cast(sa.literal(text), impl)}))
+    if not col.nullable:
+        quote = dialect.identifier_preparer.quote
+        table, column = quote(target.name), quote(col.name)
+        tx.run(sa.text(f"ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL"))
 
 
 def _rebuild_sqlite(tx: Tx, name: str, result: Stored, widen: dict[str, str]) -> None:

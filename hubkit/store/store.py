@@ -268,6 +268,7 @@ class Store:
                     spec,
                     fingerprint,
                     json_text(recorded),
+                    self._sql_type if self._native else None,
                 )
             else:
                 problem = refusal(name, spec, stored)
