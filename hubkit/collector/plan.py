@@ -55,7 +55,7 @@ LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 _SETTINGS: Final = ("store", "name", "heartbeat", "log_level")
 _JOB_KEYS: Final = ("every", "symbols")
 
-_PART: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|sec|m|min|h|d)?", re.IGNORECASE)
+_PART: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|sec|min|s|m|h|d)?", re.IGNORECASE)
 _UNITS: Final = MappingProxyType(
     {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 )
@@ -146,7 +146,8 @@ def parse_duration_value(value: Any) -> float:
         text = value.strip().replace(" ", "")
         seconds, pos = 0.0, 0
         for match in _PART.finditer(text):
-            if match.start() != pos or (match.group(2) is None and match.end() != len(text)):
+            bare = match.group(2) is None  # a bare number only as the whole text
+            if match.start() != pos or (bare and (pos != 0 or match.end() != len(text))):
                 break
             seconds += float(match.group(1)) * _UNITS[(match.group(2) or "s").lower()]
             pos = match.end()
