@@ -18,7 +18,9 @@ from cli_helpers import sim_env
 
 from hubkit.bybit import PublicTrade
 from hubkit.bybit.entities import PUBLIC_TRADE_KEY
+from hubkit.collector import CollectorRecord, read_collectors
 from hubkit.entity import reflect
+from hubkit.inventory import store_inventory
 from hubkit.store import Store
 from hubkit.testing import BybitSimulator
 
@@ -39,19 +41,11 @@ def _until(condition: Callable[[], bool], what: str, seconds: float = 60.0) -> N
 
 
 def _stored(store: str) -> pl.DataFrame:
+    """The trades stored so far (none before the collector made the table)."""
     with Store(store) as st:
-        names = {t for t in _tables(st)}
-        if TABLE not in names:
-            return pl.DataFrame(
-                {"exec_id": [], "symbol": []}, schema={"exec_id": pl.String, "symbol": pl.String}
-            )
+        if TABLE not in store_inventory(st).names():
+            return pl.DataFrame(schema={"exec_id": pl.String, "symbol": pl.String})
         return st.table(reflect(PublicTrade, PUBLIC_TRADE_KEY), name=TABLE).read_all()
-
-
-def _tables(st: Store) -> list[str]:
-    from hubkit.inventory import store_inventory
-
-    return store_inventory(st).names()
 
 
 def _hubkit(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -230,3 +224,35 @@ def test_a_missing_file_exits_2(tmp_path: Path) -> None:
     done = _hubkit("collect", str(tmp_path / "none.toml"), env={})
     assert done.returncode == 2
     assert f"cannot read {tmp_path / 'none.toml'}" in done.stderr
+
+
+@pytest.mark.bybit_sim(
+    symbols={"linear": ["BTCUSDT"]}, trades_per_second=400.0, history_seconds=1.0
+)
+def test_a_gap_rest_cannot_fill_is_reported(
+    bybit_sim: BybitSimulator, tmp_path: Path, processes: list[CollectProcess]
+) -> None:
+    store = f"sqlite:///{tmp_path / 'gap.db'}"
+    config = tmp_path / "gap.toml"
+    config.write_text(
+        f'store = "{store}"\nname = "gappy"\nheartbeat = 0.2\n[trades]\nsymbols = ["BTCUSDT"]\n'
+    )
+    env = sim_env(bybit_sim)
+    log = tmp_path / "gap.log"
+    processes.append(CollectProcess(config, env, log))
+    _until(lambda: _stored(store).height > 0, "trades stored")
+    assert processes[0].stop() == 0
+    produced = bybit_sim.ground_truth("trades").height
+    # more than the 1000 newest trades REST serves
+    _until(lambda: bybit_sim.ground_truth("trades").height > produced + 1500, "1500 missed trades")
+    processes.append(CollectProcess(config, env, log))
+
+    def record() -> CollectorRecord:
+        with Store(store) as st:
+            (found,) = read_collectors(st)
+        return found
+
+    _until(lambda: record().errors >= 1 and record().state == "running", "the gap reported")
+    assert (record().last_error or "").startswith("gap "), record()
+    assert processes[1].stop() == 0
+    assert " WARNING trades symbols=BTCUSDT: gap " in log.read_text()

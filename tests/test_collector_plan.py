@@ -3,6 +3,9 @@ named by its key."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from hubkit import default_catalog
@@ -136,3 +139,16 @@ def test_a_polled_dataset_without_a_default_period_needs_every() -> None:
     assert [(j.dataset, dict(j.params), j.every) for j in plan.jobs] == [
         ("orders", {"account": "main"}, 2.0)
     ]
+
+
+def test_the_readme_collector_file_is_a_valid_plan() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    (text,) = re.findall(r"^```toml\n(.*?)^```$", readme, re.S | re.M)
+    plan = _plan(text)
+    assert [j.describe() for j in plan.jobs] == [
+        "trades symbols=BTCUSDT,ETHUSDT category=linear",
+        "tickers every 15s",
+        "instruments every 1h",
+        "klines interval=60 start=2024-01-01 symbol=BTCUSDT every 1m",
+    ]
+    assert plan.store.startswith("postgresql+psycopg://")

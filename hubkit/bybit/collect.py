@@ -13,8 +13,10 @@ klines        polled    1 min            ``symbol``/``symbols``, ``interval``, `
 
 ``trades`` keeps a live WebSocket sink open (``open_trades``): at start, and after each
 reconnect, it fills the gap since the last stored trade over REST, so a restarted
-collector resumes where it stopped. The polled datasets sync through the catalogue as
-``hubkit.load`` does (a ``klines`` backfill resumes from its stored cursor).
+collector resumes where it stopped. REST reaches back 1000 trades per symbol: a gap it
+cannot fill is reported as an error of the collector (logged, counted in its status row).
+The polled datasets sync through the catalogue as ``hubkit.load`` does (a ``klines``
+backfill resumes from its stored cursor).
 """
 
 from __future__ import annotations
@@ -79,8 +81,11 @@ class _Errors:
         self._items: list[str] = []
 
     def __call__(self, exc: HubkitError) -> None:
+        self.note(first_line(exc))
+
+    def note(self, text: str) -> None:
         with self._lock:
-            self._items.append(first_line(exc))
+            self._items.append(text)
 
     def take(self) -> list[str]:
         with self._lock:
@@ -106,7 +111,12 @@ class _LiveTrades:
     def _count(self, change: Change) -> None:
         from hubkit.types import Op, Source
 
-        if change.source is Source.REMOTE and change.op is Op.UPSERT:
+        if change.op is Op.GAP and change.gap is not None:
+            gap = change.gap
+            self._errors.note(
+                f"gap {gap.start:%Y-%m-%d %H:%M:%S}..{gap.end:%H:%M:%S}: {gap.reason}"
+            )
+        elif change.source is Source.REMOTE and change.op is Op.UPSERT:
             with self._lock:
                 self._rows += change.frame.height
 
