@@ -23,6 +23,7 @@ from hubkit.collector import (
     parse_plan,
     read_collectors,
 )
+from hubkit.collector.board import collectors_spec
 from hubkit.errors import RemoteError
 from hubkit.store import Store
 
@@ -189,6 +190,53 @@ def test_a_restart_under_the_same_name_replaces_the_row(store: Store, tmp_path: 
     for _ in range(2):
         stop = threading.Event()
         stop.set()
-        Collector(plan, store, "same", RecordingFeed).run(stop)
+        Collector(plan, store, "same", lambda job, st: RecordingFeed(job)).run(stop)
     with Store(tmp_path / "c.db") as other:
         assert [r.id for r in read_collectors(other)] == ["same"]
+
+
+class BlockingFeed(RecordingFeed):
+    """A sync round that lasts until ``release`` is set (a long backfill)."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(job)
+        self.release = threading.Event()
+        self.inside = threading.Event()
+
+    def sync(self) -> int:
+        self.inside.set()
+        assert self.release.wait(30)
+        return super().sync()
+
+
+def test_heartbeats_go_on_during_a_long_round(store: Store, tmp_path: Path) -> None:
+    plan = parse_plan("store = 'c.db'\nheartbeat = 0.05\n[prices]\n", RULES)
+    feeds: list[BlockingFeed] = []
+
+    def open_feed(job: Job, st: Store) -> BlockingFeed:
+        feeds.append(BlockingFeed(job))
+        return feeds[-1]
+
+    thread, stop, failed = _running(Collector(plan, store, "slow", open_feed))
+    _until(lambda: bool(feeds) and feeds[0].inside.is_set(), "the round under way")
+    first = _record(tmp_path / "c.db").heartbeat
+    _until(lambda: _record(tmp_path / "c.db").heartbeat > first, "a heartbeat during the round")
+    stop.set()  # the round in progress finishes first
+    feeds[0].release.set()
+    thread.join(20)
+    assert not failed and feeds[0].syncs == 1 and feeds[0].closed
+    assert _record(tmp_path / "c.db").rows == 3
+
+
+def test_a_second_collector_under_a_running_name_is_warned_about(
+    store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    plan = parse_plan("store = 'c.db'\nheartbeat = 60\n[live]\n", RULES)
+    with Store(tmp_path / "c.db") as other:
+        elsewhere = CollectorRecord.starting("twin", "live", 60.0)
+        other.table(collectors_spec()).upsert([replace(elsewhere, host="h2", pid=1)])
+    stop = threading.Event()
+    stop.set()
+    caplog.set_level(logging.WARNING, logger="hubkit.collector")
+    Collector(plan, store, "twin", lambda job, st: RecordingFeed(job)).run(stop)
+    assert "collector twin seems to run already (host h2, pid 1)" in caplog.text

@@ -70,6 +70,10 @@ class CollectorRecord:
     lag: float | None = None
     last_error: str | None = None
 
+    def counted(self, *, rows: int, errors: int, last_error: str | None) -> CollectorRecord:
+        """This record with these counters."""
+        return dataclasses.replace(self, rows=rows, errors=errors, last_error=last_error)
+
     @staticmethod
     def starting(
         id: str, collects: str, heartbeat_every: float, *, now: datetime | None = None
@@ -122,6 +126,8 @@ class CollectorBoard:
 
     def __init__(self, store: Store, record: CollectorRecord) -> None:
         self._table = store.table(collectors_spec())
+        #: the row this collector's name had before it started (None: the first start)
+        self.previous: CollectorRecord | None = self._table.get(record.id)
         self.record = record
         self._table.upsert([record])
 
