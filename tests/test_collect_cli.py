@@ -20,8 +20,7 @@ from hubkit.bybit import PublicTrade
 from hubkit.bybit.entities import PUBLIC_TRADE_KEY
 from hubkit.collector import CollectorRecord, read_collectors
 from hubkit.entity import reflect
-from hubkit.inventory import store_inventory
-from hubkit.store import Store
+from hubkit.store import Store, store_inventory
 from hubkit.testing import BybitSimulator
 
 pytestmark = pytest.mark.timeout(240)

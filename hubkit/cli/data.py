@@ -123,7 +123,7 @@ def run_status(args: argparse.Namespace, out: TextIO) -> int:
     from hubkit import StoreError
     from hubkit.cli.collect import collectors_text
     from hubkit.collector import COLLECTORS_TABLE
-    from hubkit.inventory import store_inventory
+    from hubkit.store.inventory import store_inventory
 
     try:
         found = store_inventory(store_for(args.store, create=False))
