@@ -180,6 +180,8 @@ def test_status_lists_the_collector_and_its_health(
     def collector_line() -> list[str]:
         done = _hubkit("status", "--store", store_url, env=env)
         assert done.returncode == 0, done.stderr
+        assert "bybit_public_trade_linear" in done.stdout
+        assert "hubkit_collectors" not in done.stdout  # listed as collectors, not as a table
         found = [line for line in done.stdout.splitlines() if line.startswith("test-collector ")]
         return found[0].split() if found else []
 
