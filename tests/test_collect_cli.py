@@ -257,3 +257,43 @@ def test_a_gap_rest_cannot_fill_is_reported(
     assert (record().last_error or "").startswith("gap "), record()
     assert processes[1].stop() == 0
     assert " WARNING trades symbols=BTCUSDT: gap " in log.read_text()
+
+
+def _wait_for_line(log: Path, text: str) -> None:
+    _until(lambda: text in log.read_text(), f"{text!r} in the log")
+
+
+def test_a_stop_lets_the_round_in_progress_finish_and_a_second_signal_ends_at_once(
+    bybit_sim: BybitSimulator, tmp_path: Path, processes: list[CollectProcess]
+) -> None:
+    bybit_sim.faults.http_path = "/v5/market/tickers"
+    bybit_sim.faults.slow_response_seconds = 6.0  # each tickers round lasts 6 s
+    store = tmp_path / "slow.db"
+    config = tmp_path / "slow.toml"
+    config.write_text(f'store = "{store}"\n[tickers]\nevery = "1h"\n')
+    env = sim_env(bybit_sim)
+    log = tmp_path / "slow.log"
+
+    processes.append(CollectProcess(config, env, log))
+    _wait_for_line(log, "INFO syncing: tickers every 1h")
+    processes[0].proc.send_signal(signal.SIGTERM)
+    assert processes[0].proc.wait(timeout=60) == 0
+    lines = log.read_text().splitlines()
+    said = [line.split(" ", 2)[2] for line in lines]
+    stopping = said.index("SIGTERM: stopping")
+    synced = next(i for i, text in enumerate(said) if text.startswith("tickers every 1h: "))
+    assert stopping < synced < said.index("stopping: closing 1 feed(s)")
+    with Store(store) as st:
+        (record,) = read_collectors(st)
+    assert record.state == "stopped"
+
+    processes.append(CollectProcess(config, env, log))
+    _until(lambda: log.read_text().count("INFO syncing: tickers every 1h") == 2, "the restart")
+    processes[1].proc.send_signal(signal.SIGINT)
+    _until(lambda: log.read_text().count("SIGINT: stopping") == 1, "the first signal handled")
+    processes[1].proc.send_signal(signal.SIGINT)
+    assert processes[1].proc.wait(timeout=60) == 130
+    text = log.read_text()
+    assert "WARNING SIGINT again: stopping at once" in text
+    assert "hubkit collect: interrupted" in text
+    assert "Traceback" not in text

@@ -4,9 +4,9 @@
 The file (see ``hubkit.collector.plan``) names the store and the datasets; ByBit's rules and
 feeds are ``hubkit.bybit.collect``'s. Logs go to stderr, one line each:
 ``2026-01-02T03:04:05Z INFO message``. SIGTERM or SIGINT stops it cleanly (the sync in
-progress finishes, live sinks write what they received and commit their cursors, the
-status row says ``stopped``): exit status 0. A bad file is a usage error (exit 2) naming
-the key; a failure while running exits 1.
+progress finishes, live sinks close with their writes committed, the status row says
+``stopped``): exit status 0; a second signal while it stops ends it at once (exit 130).
+A bad file is a usage error (exit 2) naming the key; a failure while running exits 1.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from hubkit.cli.output import age_text, text_table
 from hubkit.cli.params import EXIT_OK, EXIT_USAGE
+from hubkit.cli.running import Interrupted
 
 if TYPE_CHECKING:
     from hubkit.collector import Plan
@@ -69,10 +70,15 @@ def _plain_logging(level: str, debug: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _stop_on(stop: threading.Event, *signals: signal.Signals) -> Iterator[None]:
-    """Set ``stop`` on these signals (instead of interrupting whatever is running)."""
+    """Set ``stop`` on these signals (instead of interrupting whatever is running); a second
+    one, while stopping, interrupts (``Interrupted``: exit 130 without the clean stop)."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        logging.getLogger("hubkit.collector").info("%s: stopping", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            logging.getLogger("hubkit.collector").warning("%s again: stopping at once", name)
+            raise Interrupted(signum)
+        logging.getLogger("hubkit.collector").info("%s: stopping", name)
         stop.set()
 
     previous: dict[signal.Signals, Any] = {}
