@@ -27,7 +27,7 @@ from hubkit.testing import BybitSimulator
 pytestmark = pytest.mark.timeout(120)
 pytest_plugins = ["cli_fixtures"]  # the `pointed` fixture
 
-COMMANDS = ("demo", "load", "sync", "simulate", "status", "migrate")
+COMMANDS = ("demo", "load", "sync", "collect", "simulate", "status", "migrate")
 
 
 def hubkit(

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, TextIO
 
-from hubkit.cli import data, demo, migrate, simulate, sync
+from hubkit.cli import collect, data, demo, migrate, simulate, sync
 from hubkit.cli.output import reason
 from hubkit.cli.params import EXIT_FAILED, EXIT_INTERRUPTED, did_you_mean, is_typo
 from hubkit.cli.running import signals_as_interrupt
@@ -83,6 +83,29 @@ COMMANDS: Final = (
         "                   NAME [KEY=VALUE ...]",
     ),
     Command(
+        "collect",
+        help="run a collector from a TOML file until SIGTERM/SIGINT",
+        description="Collect the datasets a TOML file names into its store: live trades,\n"
+        "tickers, instruments and klines synced on a schedule. Logs one plain line per\n"
+        "event on stderr, writes a heartbeat to the store's collectors table (see\n"
+        "`hubkit status --store`), stops cleanly on SIGTERM/SIGINT (exit 0) and resumes\n"
+        "where it stopped. A bad file: exit 2 with the key that is wrong.",
+        epilog="example file:\n"
+        '  store = "sqlite:///market.db"      # or postgresql+psycopg://user@host/db\n'
+        "  [trades]\n"
+        '  symbols = ["BTCUSDT", "ETHUSDT"]\n'
+        "  [tickers]\n"
+        '  every = "15s"\n'
+        "  [instruments]\n"
+        '  every = "1h"\n'
+        "  [klines]\n"
+        '  symbols = ["BTCUSDT"]\n'
+        '  interval = "60"\n'
+        '  start = "2024-01-01"',
+        add_arguments=collect.add_arguments,
+        run=collect.run,
+    ),
+    Command(
         "simulate",
         help="run a ByBit v5 simulator (REST + WebSocket) until Ctrl-C",
         description="Serve a ByBit v5 compatible public API on 127.0.0.1 until Ctrl-C (exit\n"
@@ -93,9 +116,10 @@ COMMANDS: Final = (
     ),
     Command(
         "status",
-        help="list the store's tables: rows, last sync, pending pushes",
+        help="list the store's tables (rows, last sync, pending pushes) and collectors",
         description="List the hubkit tables of a store with their row counts, last\n"
-        "successful sync and pending outbox entries. Read-only.",
+        "successful sync and pending outbox entries, then the collectors writing to it\n"
+        "and their health (a stale heartbeat: not running). Read-only.",
         add_arguments=data.add_status_arguments,
         run=data.run_status,
     ),
@@ -160,8 +184,8 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``hubkit`` argument parser (sub-commands demo, load, sync, simulate, status,
-    migrate)."""
+    """The ``hubkit`` argument parser (sub-commands demo, load, sync, collect, simulate,
+    status, migrate)."""
     return _build()[0]
 
 

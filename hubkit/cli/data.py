@@ -119,8 +119,10 @@ def run_load(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def run_status(args: argparse.Namespace, out: TextIO) -> int:
-    """List the store's tables with rows, last sync and pending pushes."""
+    """List the store's tables with rows, last sync and pending pushes, then its collectors."""
     from hubkit import StoreError
+    from hubkit.cli.collect import collectors_text
+    from hubkit.collector import COLLECTORS_TABLE
     from hubkit.store.inventory import store_inventory
 
     try:
@@ -128,8 +130,8 @@ def run_status(args: argparse.Namespace, out: TextIO) -> int:
     except StoreError as exc:
         raise CommandError(str(exc)) from exc
     print(f"store: {location(found.url)}", file=out)
-    if not found.tables:
-        print("no hubkit tables yet", file=out)
-        return EXIT_OK
-    print(inventory_text(found.tables), file=out)
+    tables = [t for t in found.tables if t.name != COLLECTORS_TABLE]
+    print(inventory_text(tables) if tables else "no hubkit tables yet", file=out)
+    if len(tables) < len(found.tables):
+        print(f"\n{collectors_text(found.url)}", file=out)
     return EXIT_OK
