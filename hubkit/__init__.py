@@ -90,6 +90,7 @@ if TYPE_CHECKING:
     )
     from hubkit.policies import (
         Bidirectional,
+        Follow,
         PeriodicSync,
         PushAfterWrite,
         QueryOnInit,
@@ -131,6 +132,7 @@ _LAZY: dict[str, str] = {
     "aopen_sink": "hubkit.sink",
     "open_sink": "hubkit.sink",
     "Bidirectional": "hubkit.policies",
+    "Follow": "hubkit.policies",
     "PeriodicSync": "hubkit.policies",
     "PushAfterWrite": "hubkit.policies",
     "QueryOnInit": "hubkit.policies",
@@ -171,6 +173,7 @@ __all__ = [
     "DecodeError",
     "EntitySpec",
     "ErrorHandler",
+    "Follow",
     "FrameCache",
     "Gap",
     "HttpConnection",

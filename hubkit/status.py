@@ -57,6 +57,9 @@ class SinkStatus:
     lag: float | None = None  # seconds between the newest remote row's arrival and its own time
     rate_limit_remaining: int | None = None  # what the remote said is left, if it says
     closed: bool = False
+    # a follower's delay behind the writer: from the writer's commit of the newest change it
+    # applied to the moment it applied it (seconds); shown in the lag column when set
+    behind: float | None = None
 
     def __str__(self) -> str:
         """A fixed-width text table of this status (for terminals, logs and headless runs)."""
@@ -111,6 +114,7 @@ _TABLE_COLUMNS: tuple[tuple[str, pl.DataType], ...] = (
     ("age_s", pl.Float64()),
     ("rows", pl.Int64()),
     ("lag_s", pl.Float64()),
+    ("behind_s", pl.Float64()),
     ("pending_pushes", pl.Int64()),
     ("reconnects", pl.Int64()),
     ("rate_limit_remaining", pl.Int64()),
@@ -210,7 +214,7 @@ def row_text(status: SinkStatus, now: datetime | None = None) -> dict[str, str]:
         "connected": "closed" if status.closed else ("yes" if status.connected else "no"),
         "last_sync": humanize_age(_age_seconds(status, moment)),
         "rows": f"{status.rows:,}",
-        "lag": format_duration(status.lag),
+        "lag": format_duration(status.lag if status.behind is None else status.behind),
         "pending": f"{status.pending_pushes:,}",
         "reconnects": f"{status.reconnects:,}",
         "rate_limit": _NONE
@@ -260,6 +264,8 @@ def row_html(status: SinkStatus, now: datetime | None = None) -> dict[str, str]:
         out["last_sync"] = _span(
             cells["last_sync"], "inherit", title=_utc(status.last_sync).isoformat()
         )
+    if status.behind is not None:
+        out["lag"] = _span(cells["lag"], "inherit", title="behind the writer's commits")
     if status.pending_pushes:
         out["pending"] = _span(cells["pending"], "#ef6c00")
     out["error"] = error_html(status.last_error)
@@ -326,8 +332,9 @@ def status_table(
 
     Columns: ``name``, ``sync_status`` and ``schedule_status`` (enum values), ``connected``,
     ``closed``, ``last_sync`` (``Datetime("us", "UTC")``), ``age_s`` (seconds since
-    ``last_sync`` at ``now``), ``rows``, ``lag_s``, ``pending_pushes``, ``reconnects``,
-    ``rate_limit_remaining``, ``last_error`` (full text). The schema is the same when empty.
+    ``last_sync`` at ``now``), ``rows``, ``lag_s``, ``behind_s`` (a follower's delay behind
+    the writer), ``pending_pushes``, ``reconnects``, ``rate_limit_remaining``, ``last_error``
+    (full text). The schema is the same when empty.
     """
     items = _as_list(statuses)
     moment = _now(now)
@@ -342,6 +349,7 @@ def status_table(
         data["age_s"].append(_age_seconds(s, moment))
         data["rows"].append(s.rows)
         data["lag_s"].append(s.lag)
+        data["behind_s"].append(s.behind)
         data["pending_pushes"].append(s.pending_pushes)
         data["reconnects"].append(s.reconnects)
         data["rate_limit_remaining"].append(s.rate_limit_remaining)

@@ -20,6 +20,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from hubkit.entity import EntitySpec
 from hubkit.errors import ClosedError, HubkitError, StoreError
 from hubkit.sqlite_guard import SqliteGuard
+from hubkit.store import changelog
 from hubkit.store.codec import json_text
 from hubkit.store.engine import (
     OUTBOX_TABLE,
@@ -169,6 +170,7 @@ class Store:
             tx.ddl(CreateTable(self.state_table, if_not_exists=True))
             tx.ddl(CreateTable(self.outbox_table, if_not_exists=True))
             tx.ddl(CreateIndex(self._outbox_index, if_not_exists=True))
+            changelog.ensure(tx)
             st = self.state_table.c
             found = tx.rows(sa.select(st.fingerprint, st.columns).where(st.sink == name))
             existing = tx.column_names(name)
