@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 import polars as pl
 
 from hubkit.bridge import run_sync_in_worker
-from hubkit.errors import SyncError
+from hubkit.errors import SyncError, ValidationError
 from hubkit.policies._common import _seconds, backoff_delay
 from hubkit.types import Gap, SyncContext, SyncStatus
 
@@ -206,9 +206,9 @@ class Follow:
 
     def __post_init__(self) -> None:
         if _seconds(self.interval) <= 0:
-            raise ValueError("Follow.interval must be positive")
+            raise ValidationError(f"Follow.interval must be positive, not {self.interval!r}")
         if self.batch < 1:
-            raise ValueError("Follow.batch must be at least 1")
+            raise ValidationError(f"Follow.batch must be at least 1, not {self.batch!r}")
 
     def _position(self, ctx: SyncContext) -> _Position:
         position = self._positions.get(ctx)
