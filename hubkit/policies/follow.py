@@ -34,7 +34,7 @@ import weakref
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, cast
 
 import polars as pl
 
@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 __all__ = ["Follow", "NetChange", "net_change", "resync_diff"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Above this many changed keys in one step, re-reading the whole table is cheaper than
+# reading the rows key by key (500 keys per query).
+REREAD_ABOVE: Final = 50_000
 
 
 # -- pure decisions -------------------------------------------------------------------------
@@ -289,7 +292,7 @@ def _read_next(ctx: _FollowContext, after: int, batch: int) -> _Read | None:
         return _resync(ctx)
     entries = changelog.entries(table, after, batch)
     net = net_change(entries, after, table.origin)
-    if net is None:
+    if net is None or (len(net.upsert) > REREAD_ABOVE and ctx.cache is not None):
         return _resync(ctx)
     spec = ctx.spec
     upserted = table.get_rows(_key_frame(spec, net.upsert)) if net.upsert else table.empty()

@@ -37,6 +37,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from hubkit.store.codec import from_storage, now_us, to_storage
+from hubkit.store.engine import SQLITE, AdbcTx
 
 if TYPE_CHECKING:
     from hubkit.entity import EntitySpec
@@ -87,6 +88,12 @@ _BUMP = sa.text(
     f"INSERT INTO {COMMITS_TABLE} (table_name, seq) VALUES (:name, 1) "
     f"ON CONFLICT (table_name) DO UPDATE SET seq = {COMMITS_TABLE}.seq + 1 RETURNING seq"
 ).bindparams(sa.bindparam("name", type_=sa.Text))
+
+_BUMP_SQL: Final = str(_BUMP.compile(dialect=SQLITE))
+_INSERT_SQL: Final = (
+    f"INSERT INTO {CHANGES_TABLE} (table_name, seq, committed_at, origin, upserted, deleted) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
 
 _decoder = msgspec.json.Decoder(list[list[Any]])
 
@@ -156,17 +163,22 @@ def record(
     down = encode_keys(spec, deleted)
     if up is None and down is None:
         return None
-    seq = int(tx.rows(_BUMP.bindparams(name=name))[0][0])
-    tx.run(
-        sa.insert(changes).values(
-            table_name=name,
-            seq=seq,
-            committed_at=now_us(),
-            origin=origin,
-            upserted=up,
-            deleted=down,
+    if isinstance(tx, AdbcTx):  # SQLite files: the two statements, compiled once
+        tx.cur.execute(_BUMP_SQL, (name,))
+        seq = int(tx.cur.fetchall()[0][0])
+        tx.cur.execute(_INSERT_SQL, (name, seq, now_us(), origin, up, down))
+    else:
+        seq = int(tx.rows(_BUMP.bindparams(name=name))[0][0])
+        tx.run(
+            sa.insert(changes).values(
+                table_name=name,
+                seq=seq,
+                committed_at=now_us(),
+                origin=origin,
+                upserted=up,
+                deleted=down,
+            )
         )
-    )
     if seq % PRUNE_EVERY == 0 and seq > KEEP:
         c = changes.c
         tx.run(sa.delete(changes).where(c.table_name == name, c.seq <= seq - KEEP))
