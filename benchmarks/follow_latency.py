@@ -1,0 +1,153 @@
+"""Follower latency: a writer process commits trades at a steady rate into a shared store; a
+``Follow()`` sink in this process applies them. How long from the writer's commit call to the
+follower's change event, per trade?
+
+Usage: ``python benchmarks/follow_latency.py [--rate 2000] [--seconds 10] [--batch 20]``
+
+The writer (a subprocess, ``--writer``) upserts ``batch`` trades at a time through a plain
+``hubkit.Store`` table, paced to ``rate`` trades/s; each trade carries ``written_at``, the
+writer's clock just before its commit. In this process, at the same time:
+
+- hubkit: ``open_sink(..., policy=Follow(interval=0.05))`` with a change handler noting when
+  each trade's REMOTE change arrives;
+- baseline: a thread polling the table with stdlib ``sqlite3`` every 50 ms for the rows past
+  the last ``rowid`` it saw (the simplest follower of an append-only table; it sees no
+  updates or deletes and keeps no cache).
+
+Latency = arrival time - ``written_at`` (one clock: same machine). Prints p50/p99/max for
+both, and their ratio; the goal is p99 <= 1 s for the follower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+
+import hubkit
+from hubkit.types import Change, Op, Source
+
+POLL = 0.05
+
+
+@dataclass
+class Trade:
+    exec_id: str
+    symbol: str
+    price: float
+    size: float
+    time: datetime
+    written_at: float
+
+
+def writer(db: str, rate: int, seconds: float, batch: int) -> None:
+    with hubkit.Store(db) as store:
+        table = store.table(hubkit.reflect(Trade, "exec_id"))
+        total = int(rate * seconds)
+        start = time.perf_counter()
+        for first in range(0, total, batch):
+            due = start + first / rate
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)  # pacing the writer to the wanted rate
+            now = time.time()
+            rows = [
+                Trade(f"t{i:08d}", "BTCUSDT", 60000.0 + i, 0.001, datetime.now(UTC), now)
+                for i in range(first, min(first + batch, total))
+            ]
+            table.upsert(rows)
+        print(f"{time.perf_counter() - start:.3f}", flush=True)
+
+
+class Baseline(threading.Thread):
+    """Poll the table with sqlite3 for rows past the last rowid seen."""
+
+    def __init__(self, db: str, table: str) -> None:
+        super().__init__(daemon=True)
+        self.db, self.table = db, table
+        self.latencies: list[float] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        conn = sqlite3.connect(self.db)
+        last = 0
+        sql = f'SELECT rowid, written_at FROM "{self.table}" WHERE rowid > ? ORDER BY rowid'
+        while not self.stop.wait(POLL):
+            rows = conn.execute(sql, (last,)).fetchall()
+            now = time.time()
+            if rows:
+                last = rows[-1][0]
+                self.latencies.extend(now - w for _, w in rows)
+        conn.close()
+
+
+def figures(name: str, latencies: list[float]) -> tuple[float, float]:
+    s = pl.Series(latencies) * 1000
+    p50, p99 = float(s.quantile(0.5) or 0), float(s.quantile(0.99) or 0)
+    print(f"{name:<38} {s.len():>7,} {p50:>9.1f} {p99:>9.1f} {float(s.max() or 0):>9.1f}")
+    return p50, p99
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=int, default=2000)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--writer", metavar="DB", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.writer:
+        writer(args.writer, args.rate, args.seconds, args.batch)
+        return
+    total = int(args.rate * args.seconds)
+    with tempfile.TemporaryDirectory(prefix="hubkit-follow-") as tmp:
+        db = str(Path(tmp) / "shared.db")
+        spec = hubkit.reflect(Trade, "exec_id")
+        with hubkit.Store(db) as store:
+            store.table(spec)
+        latencies: list[float] = []
+
+        def on_change(change: Change) -> None:
+            if change.op is Op.UPSERT and change.source is Source.REMOTE:
+                now = time.time()
+                latencies.extend(now - w for w in change.frame.get_column("written_at"))
+
+        sink = hubkit.open_sink(Trade, "exec_id", store=db, policy=hubkit.Follow(interval=POLL))
+        sink.subscribe(on_change)
+        baseline = Baseline(db, spec.table)
+        baseline.start()
+        cmd = [sys.executable, __file__, "--writer", db, "--rate", str(args.rate)]
+        cmd += ["--seconds", str(args.seconds), "--batch", str(args.batch)]
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        wrote = float(done.stdout.split()[-1])
+        deadline = time.monotonic() + 30
+        while (len(latencies) < total or len(baseline.latencies) < total) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        baseline.stop.set()
+        baseline.join()
+        status = sink.status()
+        sink.close()
+    print(
+        f"writer: {total:,} trades in {wrote:.1f} s ({total / wrote:,.0f}/s), "
+        f"{args.batch} per commit; followers poll every {POLL * 1000:.0f} ms"
+    )
+    print(f"{'follower':<38} {'trades':>7} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}")
+    _, p99 = figures("hubkit Follow() sink (cache + events)", latencies)
+    _, base99 = figures("baseline: sqlite3 rowid poll", baseline.latencies)
+    print(f"status: behind writer {status.behind}")
+    print(f"p99 ratio hubkit / baseline: {p99 / base99:.2f}")
+    print(f"goal p99 <= 1000 ms: {'met' if p99 <= 1000 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
