@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -19,7 +20,7 @@ import pytest
 from follow_writer import Trade
 
 import hubkit
-from hubkit.errors import ValidationError
+from hubkit.errors import StaleDataWarning, ValidationError
 from hubkit.policies.follow import net_change, resync_diff
 from hubkit.sink import Sink
 from hubkit.store import Store, changelog
@@ -254,3 +255,61 @@ def test_resync_diff_finds_changed_new_and_gone_rows() -> None:
 def test_follow_refuses_settings_that_cannot_work(bad: dict[str, float]) -> None:
     with pytest.raises(ValidationError, match="Follow"):
         hubkit.Follow(**bad)  # type: ignore[arg-type]
+
+
+# -- load(..., follow=True) ------------------------------------------------------------------
+
+TRADES_WRITER = """
+import sys
+from datetime import UTC, datetime
+from hubkit.bybit.datasets import default_catalog
+from hubkit.store import Store
+
+dataset = default_catalog()["trades"]
+params = dataset.resolve_params({"symbol": "BTCUSDT"})
+with Store(sys.argv[1]) as store:
+    table = store.table(dataset.spec(), name=dataset.table_name(params))
+    table.upsert([
+        {"exec_id": f"x{i}", "symbol": "ETHUSDT" if i % 4 == 0 else "BTCUSDT",
+         "price": 60000.0 + i, "size": 0.01, "side": "Buy",
+         "time": datetime(2026, 1, 1, 0, 0, i, tzinfo=UTC)}
+        for i in range(40)
+    ])
+print("done")
+"""
+
+
+def test_load_follow_reads_what_a_collector_process_stored_without_fetching(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "team.db"
+    done = subprocess.run(
+        [sys.executable, "-c", TRADES_WRITER, str(db)], capture_output=True, text=True
+    )
+    assert done.stdout.split() == ["done"], done.stderr
+    monkeypatch.setenv("HUBKIT_BYBIT_REST_URL", "http://127.0.0.1:9")  # nothing answers
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a failed fetch would warn StaleDataWarning
+        frame = hubkit.load("trades", symbol="BTCUSDT", store=db, follow=True)
+    assert sorted(frame["exec_id"]) == sorted(f"x{i}" for i in range(40) if i % 4)
+    assert set(frame["symbol"]) == {"BTCUSDT"}
+    with pytest.warns(StaleDataWarning):  # without follow, load tries the remote first
+        hubkit.load("trades", symbol="BTCUSDT", store=db)
+
+
+def test_load_follow_never_syncs_and_sees_each_new_commit(db: Path) -> None:
+    synced: list[object] = []
+
+    async def sync(request: hubkit.catalog.SyncRequest) -> None:
+        synced.append(request)
+
+    catalog = hubkit.Catalog([hubkit.Dataset("trades", Trade, "exec_id", sync)])
+    try:
+        assert catalog.load("trades", store=db, follow=True).height == 0
+        run_writer(db, "store", "upsert", 0, 30, 10)
+        assert catalog.load("trades", store=db, follow=True).sort("exec_id").equals(truth(db))
+        run_writer(db, "store", "delete", 0, 5, 5)
+        assert catalog.load("trades", store=db, follow=True).height == 25
+        assert synced == []
+    finally:
+        catalog.close()
