@@ -21,7 +21,7 @@ from cli_helpers import sim_env
 from hubkit import load
 from hubkit.cli import main
 from hubkit.cli.params import parse_duration, parse_params
-from hubkit.inventory import store_inventory
+from hubkit.store.inventory import store_inventory
 from hubkit.testing import BybitSimulator
 
 pytestmark = pytest.mark.timeout(120)

@@ -1,4 +1,4 @@
-"""``hubkit.inventory``: what a store holds, read-only, from a real SQLite file."""
+"""``hubkit.store.store_inventory``: what a store holds, read-only, from a real SQLite file."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from hubkit import Store, StoreError, reflect
-from hubkit.inventory import ColumnInventory, store_inventory
 from hubkit.store import OutboxWrite
+from hubkit.store.inventory import ColumnInventory, store_inventory
 
 
 @dataclass

@@ -178,7 +178,7 @@ def test_scheduled_sync_with_papermill_parameters(
     assert store.exists()
 
     # the rows really are in the store the parameters named
-    from hubkit.inventory import store_inventory
+    from hubkit.store.inventory import store_inventory
 
     assert {t.name: t.rows for t in store_inventory(store)}["bybit_public_trade_linear"]
 

@@ -121,7 +121,7 @@ def run_load(args: argparse.Namespace, out: TextIO) -> int:
 def run_status(args: argparse.Namespace, out: TextIO) -> int:
     """List the store's tables with rows, last sync and pending pushes."""
     from hubkit import StoreError
-    from hubkit.inventory import store_inventory
+    from hubkit.store.inventory import store_inventory
 
     try:
         found = store_inventory(store_for(args.store, create=False))

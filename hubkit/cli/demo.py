@@ -53,7 +53,7 @@ def _demo_store(explicit: str | None) -> tuple[str, Path | None]:
 def run(args: argparse.Namespace, out: TextIO) -> int:
     """Simulator on loopback -> instruments sink + live trades sink -> summary."""
     from hubkit import bybit
-    from hubkit.inventory import store_inventory
+    from hubkit.store.inventory import store_inventory
     from hubkit.testing import BybitSimulator
 
     symbols = symbols_of({"symbols": param_value(args.symbols)}) or ["BTCUSDT", "ETHUSDT"]

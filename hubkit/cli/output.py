@@ -12,7 +12,7 @@ from hubkit.cli.params import CommandError
 if TYPE_CHECKING:
     import polars as pl
 
-    from hubkit.inventory import TableInventory
+    from hubkit.store.inventory import TableInventory
 
 __all__ = [
     "age_text",

@@ -12,13 +12,13 @@ import types
 import typing
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Final, Union
+from typing import Annotated, Any, Final, Protocol, Union
 
 import polars as pl
 
 from hubkit.errors import SchemaError
 
-__all__ = ["KINDS", "MISSING", "Column", "Wire", "unwrap", "wire"]
+__all__ = ["KINDS", "MISSING", "Column", "EntityShape", "Wire", "unwrap", "wire"]
 
 KINDS: Final = ("str", "int", "float", "bool", "decimal", "datetime", "date", "enum", "json")
 
@@ -37,6 +37,22 @@ class Missing(enum.Enum):
 
 
 MISSING: Final = Missing.MISSING
+
+
+class EntityShape(Protocol):
+    """What a decoder needs of an entity's spec: its class, its columns and an empty frame.
+
+    ``EntitySpec`` satisfies it; the decoders depend on this instead of on the spec module,
+    which builds them.
+    """
+
+    @property
+    def cls(self) -> type[Any]: ...
+
+    @property
+    def columns(self) -> tuple[Column, ...]: ...
+
+    def empty(self) -> pl.DataFrame: ...
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,12 +12,12 @@ import itertools
 import operator
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import polars as pl
 
-from hubkit.entity.column import MISSING, Column
+from hubkit.entity.column import MISSING, Column, EntityShape
 from hubkit.entity.decode import (
     LAX,
     decode_column,
@@ -28,9 +28,6 @@ from hubkit.entity.decode import (
 )
 from hubkit.entity.values import no_nan_in
 from hubkit.errors import DecodeError
-
-if TYPE_CHECKING:
-    from hubkit.entity.spec import EntitySpec
 
 __all__ = ["WireDecoder", "decode_objects"]
 
@@ -51,7 +48,7 @@ class WireDecoder:
     this path accepts. ``frame`` raises ``DecodeError`` naming the field. Thread-safe.
     """
 
-    def __init__(self, spec: EntitySpec) -> None:
+    def __init__(self, spec: EntityShape) -> None:
         self.spec = spec
         paths: dict[str, tuple[str, ...]] = {}
         names = itertools.count()
@@ -123,7 +120,7 @@ def _fail(
     return fail
 
 
-def decode_objects(spec: EntitySpec, items: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+def decode_objects(spec: EntityShape, items: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
     """JSON objects (wire keys and paths) -> a frame with exactly ``spec.schema``.
 
     Takes any shape: a missing key, or a non-object where an object should be, is no value.

@@ -67,7 +67,7 @@ it costs about a second.
 Layout of the package: ``engine`` (how a transaction runs, ADBC or SQLAlchemy), ``codec``
 (kinds <-> SQL), ``store`` (open/close, schema check), ``table`` (rows of one entity;
 ``apply(changeset)``), ``outbox`` (sync-state and outbox tables and statements),
-``inventory`` (what a store holds, read-only: ``read_inventory``). A change is
+``inventory`` (what a store holds, read-only: ``store_inventory``). A change is
 one ``hubkit.changeset.ChangeSet`` applied by ``TableStore.apply`` in one transaction.
 """
 
@@ -80,7 +80,7 @@ from hubkit.store.engine import (
     OUTBOX_TABLE,
     STATE_TABLE,
 )
-from hubkit.store.inventory import TableInventory, read_inventory
+from hubkit.store.inventory import ColumnInventory, Inventory, TableInventory, store_inventory
 from hubkit.store.store import Store, default_store_url, store_url
 from hubkit.store.table import TableStore
 
@@ -94,11 +94,13 @@ __all__ = [
     "UNSET",
     "Applied",
     "ChangeSet",
+    "ColumnInventory",
+    "Inventory",
     "OutboxWrite",
     "Store",
     "TableInventory",
     "TableStore",
     "default_store_url",
-    "read_inventory",
+    "store_inventory",
     "store_url",
 ]
