@@ -30,6 +30,7 @@ frames; the policy does the I/O.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Above this many changed keys in one step, re-reading the whole table is cheaper than
 # reading the rows key by key (500 keys per query).
 REREAD_ABOVE: Final = 50_000
+# While LISTENing (PostgreSQL), the commit counter is still polled this often (seconds).
+LISTENING_POLL: Final = 1.0
 
 
 # -- pure decisions -------------------------------------------------------------------------
@@ -230,24 +233,39 @@ class Follow:
         fctx = _following(ctx)
         position = self._position(ctx)
         interval = _seconds(self.interval)
+        nudge = asyncio.Event()
+        listening = _Listening()
+        url = _postgresql_url(fctx.table)
+        listener = None
+        if url is not None:
+            listener = asyncio.create_task(_listen(ctx, url, fctx.table.name, nudge, listening))
         failures = 0
-        while True:
-            try:
-                async with ctx.exclusive():
-                    moved = await self._step(fctx, position)
-                failures = 0
+        try:
+            while True:
+                try:
+                    async with ctx.exclusive():
+                        moved = await self._step(fctx, position)
+                    failures = 0
+                    if not moved:
+                        ctx.set_status(SyncStatus.FULL_SYNC)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    failures += 1
+                    ctx.set_status(SyncStatus.OUT_OF_SYNC)
+                    ctx.report_error(exc)
+                    await asyncio.sleep(backoff_delay(failures, cap=5.0))
+                    continue
                 if not moved:
-                    ctx.set_status(SyncStatus.FULL_SYNC)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures += 1
-                ctx.set_status(SyncStatus.OUT_OF_SYNC)
-                ctx.report_error(exc)
-                await asyncio.sleep(backoff_delay(failures, cap=5.0))
-                continue
-            if not moved:
-                await ctx.wait_for_request(interval)
+                    # told by NOTIFY when listening; polling stays the safety net
+                    wait = max(interval, LISTENING_POLL) if listening.on else interval
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(nudge.wait(), wait)
+                    nudge.clear()
+        finally:
+            if listener is not None:
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
 
     async def sync_once(self, ctx: SyncContext) -> None:
         fctx = _following(ctx)
@@ -274,6 +292,46 @@ class Follow:
         if read.upserted.height or read.deleted.height or read.committed_at is not None:
             await ctx.apply_committed(read.upserted, read.deleted, committed_at=read.committed_at)
         position.seq = read.seq
+
+
+@dataclass
+class _Listening:
+    on: bool = False
+
+
+def _postgresql_url(table: TableStore) -> str | None:
+    """The store's URL when it is a PostgreSQL one (its followers LISTEN), else None."""
+    import sqlalchemy as sa
+
+    url = getattr(table.store, "url", None)
+    if not isinstance(url, str) or "://" not in url:
+        return None
+    return url if sa.make_url(url).get_backend_name() == "postgresql" else None
+
+
+async def _listen(
+    ctx: SyncContext, url: str, name: str, nudge: asyncio.Event, listening: _Listening
+) -> None:
+    """Set ``nudge`` whenever a commit of table ``name`` is announced (and after each
+    (re)connect, announcements may have been missed); reconnect with a backoff."""
+    from hubkit.pgnotify import Listener
+
+    failures = 0
+    while True:
+        try:
+            async with Listener(url) as listener:
+                listening.on, failures = True, 0
+                nudge.set()
+                async for commit in listener:
+                    if commit.table == name:
+                        nudge.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            ctx.report_error(exc)
+        listening.on = False
+        failures += 1
+        await asyncio.sleep(backoff_delay(failures, cap=30.0))
 
 
 def _micros(value: int | None) -> datetime | None:

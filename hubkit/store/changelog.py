@@ -21,6 +21,10 @@ table, entries older than the last ``KEEP`` of that table are deleted in the wri
 transaction. A follower that fell further behind finds the entry after its position gone
 (``entries(...)[0].seq`` is not ``position + 1``) and must re-read the table instead.
 
+On PostgreSQL a trigger on ``hubkit_changes`` also sends ``NOTIFY hubkit_commits`` with the
+table and ``seq`` (the ``hubkit.pgnotify`` payload), delivered when the commit is: a follower
+LISTENs and reads the log when told, instead of waiting for its next poll.
+
 ``PRAGMA data_version`` (SQLite) only tells that some connection committed something; the
 log tells which table and which keys, so a follower reads only the changed rows.
 """
@@ -95,6 +99,20 @@ _INSERT_SQL: Final = (
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 
+# PostgreSQL: NOTIFY hubkit_commits '{"table": ..., "seq": ...}' for each logged commit, the
+# payload ``hubkit.pgnotify.Listener`` decodes.
+CHANNEL: Final = "hubkit_commits"
+_NOTIFY_FUNCTION = sa.DDL(  # type: ignore[no-untyped-call]
+    "CREATE OR REPLACE FUNCTION hubkit_changes_notify() RETURNS trigger AS $$ BEGIN "
+    f"PERFORM pg_notify('{CHANNEL}', "
+    "json_build_object('table', NEW.table_name, 'seq', NEW.seq)::text); "
+    "RETURN NEW; END $$ LANGUAGE plpgsql"
+)
+_NOTIFY_TRIGGER = sa.DDL(  # type: ignore[no-untyped-call]
+    "CREATE OR REPLACE TRIGGER hubkit_changes_notify AFTER INSERT ON "
+    f"{CHANGES_TABLE} FOR EACH ROW EXECUTE FUNCTION hubkit_changes_notify()"
+)
+
 _decoder = msgspec.json.Decoder(list[list[Any]])
 
 
@@ -116,10 +134,14 @@ def new_origin() -> str:
     return uuid.uuid4().hex
 
 
-def ensure(tx: Tx) -> None:
-    """Create the two log tables if they do not exist."""
+def ensure(tx: Tx, *, postgresql: bool = False) -> None:
+    """Create the two log tables if they do not exist. On PostgreSQL also a trigger that
+    announces each logged commit on ``hubkit.pgnotify``'s channel (delivered on commit)."""
     tx.ddl(sa.schema.CreateTable(commits, if_not_exists=True))
     tx.ddl(sa.schema.CreateTable(changes, if_not_exists=True))
+    if postgresql:
+        tx.ddl(_NOTIFY_FUNCTION)
+        tx.ddl(_NOTIFY_TRIGGER)
 
 
 def encode_keys(spec: EntitySpec, keys: pl.DataFrame) -> str | None:

@@ -170,7 +170,7 @@ class Store:
             tx.ddl(CreateTable(self.state_table, if_not_exists=True))
             tx.ddl(CreateTable(self.outbox_table, if_not_exists=True))
             tx.ddl(CreateIndex(self._outbox_index, if_not_exists=True))
-            changelog.ensure(tx)
+            changelog.ensure(tx, postgresql=self.engine.dialect.name == "postgresql")
             st = self.state_table.c
             found = tx.rows(sa.select(st.fingerprint, st.columns).where(st.sink == name))
             existing = tx.column_names(name)
