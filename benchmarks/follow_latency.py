@@ -2,17 +2,19 @@
 ``Follow()`` sink in this process applies them. How long from the writer's commit call to the
 follower's change event, per trade?
 
-Usage: ``python benchmarks/follow_latency.py [--rate 2000] [--seconds 10] [--batch 20]``
+Usage: ``python benchmarks/follow_latency.py [--rate 2000] [--seconds 10] [--batch 20]
+[--backend sqlite|postgresql|both]`` (PostgreSQL: a server started for the run with
+``hubkit.testing.EmbeddedPostgres``).
 
 The writer (a subprocess, ``--writer``) upserts ``batch`` trades at a time through a plain
 ``hubkit.Store`` table, paced to ``rate`` trades/s; each trade carries ``written_at``, the
 writer's clock just before its commit. In this process, at the same time:
 
 - hubkit: ``open_sink(..., policy=Follow(interval=0.05))`` with a change handler noting when
-  each trade's REMOTE change arrives;
-- baseline: a thread polling the table with stdlib ``sqlite3`` every 50 ms for the rows past
-  the last ``rowid`` it saw (the simplest follower of an append-only table; it sees no
-  updates or deletes and keeps no cache).
+  each trade's REMOTE change arrives (on PostgreSQL it is told of commits by NOTIFY);
+- baseline: a thread polling the table every 50 ms for the rows past the last one it saw,
+  with stdlib ``sqlite3`` (by ``rowid``) or psycopg (by key, the writer's keys increase): the
+  simplest follower of an append-only table; it sees no updates or deletes, keeps no cache.
 
 Latency = arrival time - ``written_at`` (one clock: same machine). Prints p50/p99/max for
 both, and their ratio; the goal is p99 <= 1 s for the follower.
@@ -30,6 +32,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -69,18 +72,30 @@ def writer(db: str, rate: int, seconds: float, batch: int) -> None:
 
 
 class Baseline(threading.Thread):
-    """Poll the table with sqlite3 for rows past the last rowid seen."""
+    """Poll the table for rows past the last one seen (sqlite3 by rowid, psycopg by key)."""
 
-    def __init__(self, db: str, table: str) -> None:
+    def __init__(self, url: str, table: str) -> None:
         super().__init__(daemon=True)
-        self.db, self.table = db, table
+        self.url, self.table = url, table
         self.latencies: list[float] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
-        conn = sqlite3.connect(self.db)
-        last = 0
-        sql = f'SELECT rowid, written_at FROM "{self.table}" WHERE rowid > ? ORDER BY rowid'
+        if "://" not in self.url:
+            self._poll(sqlite3.connect(self.url), "rowid", "?", 0)
+            return
+        import psycopg
+
+        from hubkit import pgbulk
+
+        conn = psycopg.connect(pgbulk.libpq_uri(self.url), autocommit=True)
+        self._poll(conn, "exec_id", "%s", "")
+
+    def _poll(self, conn: Any, column: str, mark: str, last: Any) -> None:
+        sql = (
+            f'SELECT {column}, written_at FROM "{self.table}" '
+            f"WHERE {column} > {mark} ORDER BY {column}"
+        )
         while not self.stop.wait(POLL):
             rows = conn.execute(sql, (last,)).fetchall()
             now = time.time()
@@ -97,56 +112,70 @@ def figures(name: str, latencies: list[float]) -> tuple[float, float]:
     return p50, p99
 
 
+def follow(url: str, args: argparse.Namespace, label: str) -> None:
+    """One run: the writer process, the follower sink and the baseline on store ``url``."""
+    total = int(args.rate * args.seconds)
+    spec = hubkit.reflect(Trade, "exec_id")
+    with hubkit.Store(url) as store:
+        store.table(spec)
+    latencies: list[float] = []
+
+    def on_change(change: Change) -> None:
+        if change.op is Op.UPSERT and change.source is Source.REMOTE:
+            now = time.time()
+            latencies.extend(now - w for w in change.frame.get_column("written_at"))
+
+    sink = hubkit.open_sink(Trade, "exec_id", store=url, policy=hubkit.Follow(interval=POLL))
+    sink.subscribe(on_change)
+    baseline = Baseline(url, spec.table)
+    baseline.start()
+    cmd = [sys.executable, __file__, "--writer", url, "--rate", str(args.rate)]
+    cmd += ["--seconds", str(args.seconds), "--batch", str(args.batch)]
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    wrote = float(done.stdout.split()[-1])
+    deadline = time.monotonic() + 30
+    while (len(latencies) < total or len(baseline.latencies) < total) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    baseline.stop.set()
+    baseline.join()
+    status = sink.status()
+    sink.close()
+    print(
+        f"\n{label}: writer {total:,} trades in {wrote:.1f} s ({total / wrote:,.0f}/s), "
+        f"{args.batch} per commit; followers poll every {POLL * 1000:.0f} ms"
+    )
+    print(f"{'follower':<38} {'trades':>7} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}")
+    _, p99 = figures("hubkit Follow() sink (cache + events)", latencies)
+    _, base99 = figures(
+        f"baseline: {'sqlite3 rowid' if label == 'SQLite' else 'psycopg key'} poll",
+        baseline.latencies,
+    )
+    print(f"status: behind writer {status.behind}")
+    print(f"{label} p99 ratio hubkit / baseline: {p99 / base99:.2f}")
+    print(f"{label} goal p99 <= 1000 ms: {'met' if p99 <= 1000 else 'NOT met'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--batch", type=int, default=20)
-    parser.add_argument("--writer", metavar="DB", help=argparse.SUPPRESS)
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="sqlite")
+    parser.add_argument("--writer", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.writer:
         writer(args.writer, args.rate, args.seconds, args.batch)
         return
-    total = int(args.rate * args.seconds)
-    with tempfile.TemporaryDirectory(prefix="hubkit-follow-") as tmp:
-        db = str(Path(tmp) / "shared.db")
-        spec = hubkit.reflect(Trade, "exec_id")
-        with hubkit.Store(db) as store:
-            store.table(spec)
-        latencies: list[float] = []
+    if args.backend in ("sqlite", "both"):
+        with tempfile.TemporaryDirectory(prefix="hubkit-follow-") as tmp:
+            follow(str(Path(tmp) / "shared.db"), args, "SQLite")
+    if args.backend in ("postgresql", "both"):
+        from hubkit.testing.postgres import EmbeddedPostgres
 
-        def on_change(change: Change) -> None:
-            if change.op is Op.UPSERT and change.source is Source.REMOTE:
-                now = time.time()
-                latencies.extend(now - w for w in change.frame.get_column("written_at"))
-
-        sink = hubkit.open_sink(Trade, "exec_id", store=db, policy=hubkit.Follow(interval=POLL))
-        sink.subscribe(on_change)
-        baseline = Baseline(db, spec.table)
-        baseline.start()
-        cmd = [sys.executable, __file__, "--writer", db, "--rate", str(args.rate)]
-        cmd += ["--seconds", str(args.seconds), "--batch", str(args.batch)]
-        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-        wrote = float(done.stdout.split()[-1])
-        deadline = time.monotonic() + 30
-        while (len(latencies) < total or len(baseline.latencies) < total) and (
-            time.monotonic() < deadline
-        ):
-            time.sleep(0.05)
-        baseline.stop.set()
-        baseline.join()
-        status = sink.status()
-        sink.close()
-    print(
-        f"writer: {total:,} trades in {wrote:.1f} s ({total / wrote:,.0f}/s), "
-        f"{args.batch} per commit; followers poll every {POLL * 1000:.0f} ms"
-    )
-    print(f"{'follower':<38} {'trades':>7} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}")
-    _, p99 = figures("hubkit Follow() sink (cache + events)", latencies)
-    _, base99 = figures("baseline: sqlite3 rowid poll", baseline.latencies)
-    print(f"status: behind writer {status.behind}")
-    print(f"p99 ratio hubkit / baseline: {p99 / base99:.2f}")
-    print(f"goal p99 <= 1000 ms: {'met' if p99 <= 1000 else 'NOT met'}")
+        with EmbeddedPostgres() as server:
+            follow(server.create_database("follow_latency"), args, "PostgreSQL")
 
 
 if __name__ == "__main__":
