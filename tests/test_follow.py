@@ -11,6 +11,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -261,6 +262,7 @@ def test_follow_refuses_settings_that_cannot_work(bad: dict[str, float]) -> None
 
 TRADES_WRITER = """
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from hubkit.bybit.datasets import default_catalog
 from hubkit.store import Store
@@ -313,3 +315,41 @@ def test_load_follow_never_syncs_and_sees_each_new_commit(db: Path) -> None:
         assert synced == []
     finally:
         catalog.close()
+
+
+def test_a_follower_without_cache_gets_changes_and_a_gap_when_it_lost_track(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(changelog, "KEEP", 2)
+    monkeypatch.setattr(changelog, "PRUNE_EVERY", 2)
+    sink = follower(db, cache=None)
+    try:
+        seen = Recorder(sink)
+        run_writer(db, "store", "upsert", 0, 20, 10)
+        run_writer(db, "store", "delete", 0, 5, 5)
+        sink.force_sync()
+        assert seen.keys(Op.UPSERT) == ids(0, 20)
+        deleted = [c.frame for c in seen.changes if c.op is Op.DELETE]
+        assert pl.concat(deleted)["exec_id"].sort().to_list() == sorted(ids(0, 5))
+        with Store(db) as store:  # this writer prunes: the follower's next entry is gone
+            table = store.table(hubkit.reflect(Trade, "exec_id"))
+            for i in range(6):
+                table.upsert([Trade(f"k{i}", "X", Decimal(i), 1.0, NOW)])
+        sink.force_sync()
+        assert [c.op for c in seen.changes][-1] is Op.GAP
+        assert sink.frame().sort("exec_id").equals(truth(db))  # read from the store
+    finally:
+        sink.close()
+
+
+def test_the_status_shows_a_followers_delay_in_the_lag_column() -> None:
+    from hubkit.status import SinkStatus, row_html, row_text
+    from hubkit.types import ScheduleStatus, SyncStatus
+
+    status = SinkStatus(
+        "trades", SyncStatus.FULL_SYNC, ScheduleStatus.NOT_SCHEDULED, False, None, 1, 0, 0,
+        None, lag=9.0, behind=0.25,
+    )  # fmt: skip
+    assert row_text(status)["lag"] == "250 ms"
+    assert "behind the writer" in row_html(status)["lag"]
+    assert row_text(replace(status, behind=None))["lag"] == "9.0 s"
