@@ -157,6 +157,41 @@ def follow(url: str, args: argparse.Namespace, label: str) -> None:
     print(f"{label} goal p99 <= 1000 ms: {'met' if p99 <= 1000 else 'NOT met'}")
 
 
+def log_cost(commits: int, batch: int) -> None:
+    """What the change log costs a writer: the same commits with and without it (SQLite)."""
+    from hubkit.store import changelog, table
+
+    def run(path: Path, start: int) -> float:
+        with hubkit.Store(path) as store:
+            trades = store.table(hubkit.reflect(Trade, "exec_id"))
+            t0 = time.perf_counter()
+            for first in range(start, start + commits * batch, batch):
+                now = time.time()
+                trades.upsert(
+                    [
+                        Trade(f"t{i:08d}", "BTCUSDT", 1.0, 0.001, datetime.now(UTC), now)
+                        for i in range(first, first + batch)
+                    ]
+                )
+            return (time.perf_counter() - t0) / commits * 1000
+
+    record = changelog.record
+    logged = unlogged = 0.0
+    with tempfile.TemporaryDirectory(prefix="hubkit-follow-") as tmp:
+        for round_ in range(2):  # alternate, to spread the machine's noise over both
+            logged += run(Path(tmp) / "logged.db", round_ * commits * batch)
+            table.changelog.record = lambda *args, **kwargs: None  # type: ignore[assignment]
+            try:
+                unlogged += run(Path(tmp) / "unlogged.db", round_ * commits * batch)
+            finally:
+                table.changelog.record = record  # type: ignore[assignment]
+    print(
+        f"writer cost of the change log, {2 * commits} commits of {batch} trades: "
+        f"{logged / 2:.2f} ms per commit logged, {unlogged / 2:.2f} ms unlogged "
+        f"(ratio {logged / unlogged:.2f})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=int, default=2000)
@@ -169,6 +204,7 @@ def main() -> None:
         writer(args.writer, args.rate, args.seconds, args.batch)
         return
     if args.backend in ("sqlite", "both"):
+        log_cost(500, args.batch)
         with tempfile.TemporaryDirectory(prefix="hubkit-follow-") as tmp:
             follow(str(Path(tmp) / "shared.db"), args, "SQLite")
     if args.backend in ("postgresql", "both"):
