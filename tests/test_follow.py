@@ -353,3 +353,18 @@ def test_the_status_shows_a_followers_delay_in_the_lag_column() -> None:
     assert row_text(status)["lag"] == "250 ms"
     assert "behind the writer" in row_html(status)["lag"]
     assert row_text(replace(status, behind=None))["lag"] == "9.0 s"
+
+
+def test_writers_of_both_sqlite_paths_share_one_gapless_log(db: Path) -> None:
+    spec = hubkit.reflect(Trade, "exec_id")
+    with Store(db, fast=False) as plain, Store(db) as fast:
+        slow_table, fast_table = plain.table(spec), fast.table(spec)
+        slow_table.upsert([Trade("a", "X", Decimal(1), 1.0, NOW)])
+        fast_table.upsert([Trade("b", "X", Decimal(1), 1.0, NOW)])
+        slow_table.delete(["a"])
+        logged = changelog.entries(fast_table, 0, 10)
+    assert [(e.seq, e.upserted, e.deleted) for e in logged] == [
+        (1, [["a"]], []),
+        (2, [["b"]], []),
+        (3, [], [["a"]]),
+    ]

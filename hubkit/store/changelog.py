@@ -1,21 +1,22 @@
 """The change log: which rows of which table each commit changed, for followers.
 
 Every ``TableStore.apply`` that upserts or deletes rows adds, in the same transaction, one
-entry to ``hubkit_changes`` and bumps the table's counter in ``hubkit_commits``::
+entry to ``hubkit_changes``::
 
-    hubkit_commits  table_name (PK)  seq                      one row per table
     hubkit_changes  table_name, seq (PK)  committed_at  origin  upserted  deleted
+    hubkit_commits  table_name (PK)  seq          PostgreSQL: one counter row per table
 
-``seq`` counts the table's commits 1, 2, 3 ... with no gaps, in commit order: the counter
-row is written by an ``INSERT ... ON CONFLICT DO UPDATE`` late in the transaction, which
-holds its lock until the commit (SQLite serialises writers anyway; on PostgreSQL writers of
-one table commit their entries one after another). ``committed_at`` is the writer's clock
+``seq`` counts the table's commits 1, 2, 3 ... with no gaps, in commit order. SQLite
+serialises writers, so one ``INSERT ... SELECT MAX(seq) + 1`` does it. On PostgreSQL the
+table's counter row in ``hubkit_commits`` is bumped by an ``INSERT ... ON CONFLICT DO
+UPDATE`` late in the transaction and stays locked until the commit, so writers of one table
+commit their entries one after another. ``committed_at`` is the writer's clock
 (µs since the epoch, UTC) just before the commit; ``origin`` names the ``TableStore``
 object that wrote it; ``upserted``/``deleted`` hold the keys of the rows written and of
 the rows actually deleted, as JSON, one list per key column (datetimes in µs, dates ISO,
 decimals as text). Rows are not copied: a follower reads the current rows by key.
 
-A follower remembers the last ``seq`` it applied, polls ``head`` (one primary-key lookup)
+A follower remembers the last ``seq`` it applied, polls ``head`` (one index lookup)
 and reads ``entries`` after it. The log is bounded: every ``PRUNE_EVERY`` commits of a
 table, entries older than the last ``KEEP`` of that table are deleted in the writer's
 transaction. A follower that fell further behind finds the entry after its position gone
@@ -41,7 +42,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from hubkit.store.codec import from_storage, now_us, to_storage
-from hubkit.store.engine import SQLITE, AdbcTx
+from hubkit.store.engine import AdbcTx, SaTx
 
 if TYPE_CHECKING:
     from hubkit.entity import EntitySpec
@@ -93,10 +94,16 @@ _BUMP = sa.text(
     f"ON CONFLICT (table_name) DO UPDATE SET seq = {COMMITS_TABLE}.seq + 1 RETURNING seq"
 ).bindparams(sa.bindparam("name", type_=sa.Text))
 
-_BUMP_SQL: Final = str(_BUMP.compile(dialect=SQLITE))
-_INSERT_SQL: Final = (
+# SQLite: the next seq and the entry in one statement (writers are serialised).
+_APPEND = sa.text(
     f"INSERT INTO {CHANGES_TABLE} (table_name, seq, committed_at, origin, upserted, deleted) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
+    "SELECT :name, COALESCE(MAX(seq), 0) + 1, :at, :origin, :up, :down "
+    f"FROM {CHANGES_TABLE} WHERE table_name = :name RETURNING seq"
+)
+_APPEND_SQL: Final = (
+    f"INSERT INTO {CHANGES_TABLE} (table_name, seq, committed_at, origin, upserted, deleted) "
+    "SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ? "
+    f"FROM {CHANGES_TABLE} WHERE table_name = ? RETURNING seq"
 )
 
 # PostgreSQL: NOTIFY hubkit_commits '{"table": ..., "seq": ...}' for each logged commit, the
@@ -180,15 +187,17 @@ def record(
 ) -> int | None:
     """Log the keys of ``upserted`` and ``deleted`` rows of table ``name`` in the open
     transaction ``tx``; returns the commit's ``seq`` (None when no row changed). Call it
-    last in the transaction: the counter row stays locked until the commit."""
+    last in the transaction (on PostgreSQL the counter row stays locked until the commit)."""
     up = encode_keys(spec, upserted)
     down = encode_keys(spec, deleted)
     if up is None and down is None:
         return None
-    if isinstance(tx, AdbcTx):  # SQLite files: the two statements, compiled once
-        tx.cur.execute(_BUMP_SQL, (name,))
+    if isinstance(tx, AdbcTx):  # SQLite files: one statement, compiled once
+        tx.cur.execute(_APPEND_SQL, (name, now_us(), origin, up, down, name))
         seq = int(tx.cur.fetchall()[0][0])
-        tx.cur.execute(_INSERT_SQL, (name, seq, now_us(), origin, up, down))
+    elif isinstance(tx, SaTx) and tx.conn.dialect.name == "sqlite":
+        values = {"name": name, "at": now_us(), "origin": origin, "up": up, "down": down}
+        seq = int(tx.rows(_APPEND.bindparams(**values))[0][0])
     else:
         seq = int(tx.rows(_BUMP.bindparams(name=name))[0][0])
         tx.run(
@@ -212,11 +221,12 @@ def record(
 
 def head(table: TableStore) -> int:
     """The ``seq`` of the table's last logged commit (0 before any)."""
-    stmt = sa.select(commits.c.seq).where(commits.c.table_name == table.name)
+    c = changes.c
+    stmt = sa.select(sa.func.max(c.seq)).where(c.table_name == table.name)
     what = f"reading the change log of {table.name!r}"
     with table.store._translate(what), table.store._read() as tx:
         rows = tx.rows(stmt)
-    return int(rows[0][0]) if rows else 0
+    return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
 
 def entries(table: TableStore, after: int, limit: int) -> list[Entry]:
