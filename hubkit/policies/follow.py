@@ -9,8 +9,9 @@ A collector writes a shared store; a notebook opens the same table with
 
 How: every hubkit write logs the keys it changed in the store's change log, in the same
 transaction (``hubkit.store.changelog``). The follower remembers the last logged commit it
-applied, polls the table's commit counter every ``interval`` seconds (one primary-key
-lookup), and when it moved, reads the new log entries, then the current rows of the keys
+applied, polls the table's newest logged commit every ``interval`` seconds (one index
+lookup; on PostgreSQL it LISTENs for the announcements of commits and polls once a second
+as a safety net), and when it moved, reads the new log entries, then the current rows of the keys
 they upserted; keys they deleted leave the cache. One poll's entries are merged: a key
 written several times is read once (its row as it is now), a key written then deleted gives
 only a DELETE. Writes made through the follower's own table object are already in its
@@ -56,7 +57,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Above this many changed keys in one step, re-reading the whole table is cheaper than
 # reading the rows key by key (500 keys per query).
 REREAD_ABOVE: Final = 50_000
-# While LISTENing (PostgreSQL), the commit counter is still polled this often (seconds).
+# While LISTENing (PostgreSQL), the log is still polled this often (seconds).
 LISTENING_POLL: Final = 1.0
 
 
@@ -193,7 +194,7 @@ class _Read:
 class Follow:
     """Follow the commits other processes make to the sink's table (see the module doc).
 
-    ``interval``: how often the table's commit counter is polled (seconds or a timedelta);
+    ``interval``: how often the table's newest logged commit is polled (seconds or a timedelta);
     ``batch``: at most this many logged commits are read per step. Needs no connection
     (``open_sink(..., store=shared, policy=Follow())``). ``force_sync()`` catches up with
     everything committed so far. Status: ``FULL_SYNC`` when caught up, ``OUT_OF_SYNC`` after
