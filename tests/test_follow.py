@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -22,6 +24,7 @@ from follow_writer import Trade
 
 import hubkit
 from hubkit.errors import StaleDataWarning, ValidationError
+from hubkit.policies import follow as follow_policy
 from hubkit.policies.follow import net_change, resync_diff
 from hubkit.sink import Sink
 from hubkit.store import Store, changelog
@@ -75,6 +78,24 @@ class Recorder:
 
     def sources(self) -> set[Source]:
         return {c.source for c in list(self.changes)}
+
+
+class Gate:
+    """Holds every follower's next read of the log until ``release()``: a follower that
+    cannot keep up, whatever tells it of commits."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.opened = threading.Event()
+        read = follow_policy._read_next
+
+        def held(*args: Any) -> Any:
+            self.opened.wait(DEADLINE)
+            return read(*args)
+
+        monkeypatch.setattr(follow_policy, "_read_next", held)
+
+    def release(self) -> None:
+        self.opened.set()
 
 
 def follower(db: Path, **options: object) -> Sink:
@@ -169,7 +190,8 @@ def test_a_follower_behind_the_pruned_log_rereads_and_emits_the_difference(
     with Store(db) as store:
         table = store.table(hubkit.reflect(Trade, "exec_id"))
         table.upsert([Trade(f"k{i}", "X", Decimal(i), 1.0, NOW) for i in range(5)])
-        sink = hubkit.open_sink(Trade, "exec_id", store=db, policy=hubkit.Follow(interval=3600))
+        sink = hubkit.open_sink(Trade, "exec_id", store=db, policy=hubkit.Follow())
+        gate = Gate(monkeypatch)
         try:
             seen = Recorder(sink)
             for i in range(5, 25):
@@ -178,11 +200,13 @@ def test_a_follower_behind_the_pruned_log_rereads_and_emits_the_difference(
             logged = changelog.entries(table, 0, 100)
             assert len(logged) <= 4 + 4  # bounded
             assert logged[0].seq > 2  # the follower's next entry is gone
+            gate.release()
             sink.force_sync()
             assert same_rows(sink, db)
             assert seen.keys(Op.UPSERT) == {f"k{i}" for i in range(5, 25)}
             assert seen.keys(Op.DELETE) == {"k0", "k1"}
         finally:
+            gate.release()
             sink.close()
 
 
@@ -323,22 +347,28 @@ def test_a_follower_without_cache_gets_changes_and_a_gap_when_it_lost_track(
     monkeypatch.setattr(changelog, "KEEP", 2)
     monkeypatch.setattr(changelog, "PRUNE_EVERY", 2)
     sink = follower(db, cache=None)
+    gate = Gate(monkeypatch)
     try:
         seen = Recorder(sink)
         run_writer(db, "store", "upsert", 0, 20, 10)
         run_writer(db, "store", "delete", 0, 5, 5)
+        gate.release()
         sink.force_sync()
-        assert seen.keys(Op.UPSERT) == ids(0, 20)
+        # read in one step: the trades written and then deleted arrive as deletes only
+        assert seen.keys(Op.UPSERT) == ids(5, 15)
         deleted = [c.frame for c in seen.changes if c.op is Op.DELETE]
         assert pl.concat(deleted)["exec_id"].sort().to_list() == sorted(ids(0, 5))
+        gate = Gate(monkeypatch)
         with Store(db) as store:  # this writer prunes: the follower's next entry is gone
             table = store.table(hubkit.reflect(Trade, "exec_id"))
             for i in range(6):
                 table.upsert([Trade(f"k{i}", "X", Decimal(i), 1.0, NOW)])
+        gate.release()
         sink.force_sync()
         assert [c.op for c in seen.changes][-1] is Op.GAP
         assert sink.frame().sort("exec_id").equals(truth(db))  # read from the store
     finally:
+        gate.release()
         sink.close()
 
 
