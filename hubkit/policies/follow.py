@@ -20,7 +20,9 @@ cache and are not replayed. A follower that falls more than the log keeps behind
 cache (without a cache: a GAP change).
 
 Opening reads the whole table into the cache, as for any sink; the changes committed since
-then are applied before ``open_sink`` returns. ``status().behind`` (shown in the status
+then are applied before ``open_sink`` returns (the follower takes its log position, then
+reads the table once more and applies the difference to the cache: a follower of a large
+table costs two reads at open). ``status().behind`` (shown in the status
 panel's lag column) is the delay from the writer's commit of the newest change applied to
 the moment it was applied. Reopening a follower starts from what the store holds then.
 
