@@ -101,6 +101,7 @@ if TYPE_CHECKING:
     )
     from hubkit.policies import (
         Bidirectional,
+        Follow,
         PeriodicSync,
         PushAfterWrite,
         QueryOnInit,
@@ -143,6 +144,7 @@ _LAZY: dict[str, str] = {
     "aopen_sink": "hubkit.sink",
     "open_sink": "hubkit.sink",
     "Bidirectional": "hubkit.policies",
+    "Follow": "hubkit.policies",
     "PeriodicSync": "hubkit.policies",
     "PushAfterWrite": "hubkit.policies",
     "QueryOnInit": "hubkit.policies",
@@ -184,6 +186,7 @@ __all__ = [
     "DecodeError",
     "EntitySpec",
     "ErrorHandler",
+    "Follow",
     "FrameCache",
     "FrameLost",
     "Gap",

@@ -46,7 +46,12 @@ def _catalog(catalog: Catalog | None) -> Catalog:
 
 
 def load(
-    name: str, *, catalog: Catalog | None = None, store: Any = None, **params: Any
+    name: str,
+    *,
+    catalog: Catalog | None = None,
+    store: Any = None,
+    follow: bool = False,
+    **params: Any,
 ) -> pl.DataFrame:
     """Return dataset ``name`` as a Polars frame, synced first if it is stale.
 
@@ -55,15 +60,28 @@ def load(
     ``symbol="BTCUSDT"``). Blocking; the work runs on hubkit's loop. Raises ``OfflineError``
     when the remote is unreachable and nothing is stored; warns with ``StaleDataWarning`` when
     it returns stored rows it could not refresh.
+
+    ``follow=True`` reads a store that others write to (e.g. a ``hubkit collect`` process):
+    it returns what the store holds for ``params`` now, without syncing or contacting the
+    remote, e.g. ``load("trades", symbol="BTCUSDT", store=shared_url, follow=True)``.
     """
-    return load_dataset(_catalog(catalog), name, store=store, params=params, stacklevel=3)
+    return load_dataset(
+        _catalog(catalog), name, store=store, params=params, stacklevel=3, follow=follow
+    )
 
 
 async def aload(
-    name: str, *, catalog: Catalog | None = None, store: Any = None, **params: Any
+    name: str,
+    *,
+    catalog: Catalog | None = None,
+    store: Any = None,
+    follow: bool = False,
+    **params: Any,
 ) -> pl.DataFrame:
     """``load``, awaited: the work runs on hubkit's loop; the caller's loop stays free."""
-    return await aload_dataset(_catalog(catalog), name, store=store, params=params, stacklevel=3)
+    return await aload_dataset(
+        _catalog(catalog), name, store=store, params=params, stacklevel=3, follow=follow
+    )
 
 
 def datasets(catalog: Catalog | None = None) -> dict[str, str]:

@@ -252,14 +252,20 @@ class Catalog:
         """``{name: description}`` of every dataset, sorted by name."""
         return {name: self._datasets[name].description for name in self.names()}
 
-    def load(self, name: str, *, store: Any = None, **params: Any) -> pl.DataFrame:
+    def load(
+        self, name: str, *, store: Any = None, follow: bool = False, **params: Any
+    ) -> pl.DataFrame:
         """Dataset ``name`` as a Polars frame, synced first if it is stale (see
-        ``load_dataset``)."""
-        return load_dataset(self, name, store=store, params=params, stacklevel=3)
+        ``load_dataset``; ``follow=True`` reads what the store holds, never syncing)."""
+        return load_dataset(self, name, store=store, params=params, stacklevel=3, follow=follow)
 
-    async def aload(self, name: str, *, store: Any = None, **params: Any) -> pl.DataFrame:
+    async def aload(
+        self, name: str, *, store: Any = None, follow: bool = False, **params: Any
+    ) -> pl.DataFrame:
         """``load``, awaited (see ``aload_dataset``)."""
-        return await aload_dataset(self, name, store=store, params=params, stacklevel=3)
+        return await aload_dataset(
+            self, name, store=store, params=params, stacklevel=3, follow=follow
+        )
 
 
 # -- the freshness rule ---------------------------------------------------------------------
@@ -340,7 +346,12 @@ def _read(
 
 
 async def _aload_core(
-    dataset: Dataset, store: Any, params: Mapping[str, Any], path: str | None, cache: LoadCache
+    dataset: Dataset,
+    store: Any,
+    params: Mapping[str, Any],
+    path: str | None,
+    cache: LoadCache,
+    follow: bool = False,
 ) -> _Loaded:
     from hubkit.store import Store
 
@@ -354,6 +365,8 @@ async def _aload_core(
     try:
         spec = dataset.spec()
         table = await run_sync_in_worker(partial(st.table, spec, name=dataset.table_name(params)))
+        if follow:  # what the store's writers committed, never fetched here
+            return _Loaded(await run_sync_in_worker(dataset.read, table, params))
         key = dataset.fresh_key(params)
         state = await run_sync_in_worker(table.state)
         last = _last_sync(state.extra, key)
@@ -410,14 +423,22 @@ class _Request:
     path: str | None  # the SQLite file, when the store is one
     key: tuple[str, ...] | None  # the cache key of the answer, when it may be kept
     kept: pl.DataFrame | None  # the kept answer of a fresh dataset, if any
+    follow: bool = False  # read what the store holds; never sync
 
     @classmethod
     def of(
-        cls, catalog: Catalog, name: str, store: Any, params: Mapping[str, Any] | None
+        cls,
+        catalog: Catalog,
+        name: str,
+        store: Any,
+        params: Mapping[str, Any] | None,
+        follow: bool = False,
     ) -> _Request:
         dataset, prepared = _prepare(catalog, name, params or {})
         path = _store_file(store)
         key = kept = None
+        if follow:
+            return cls(catalog, dataset, prepared, store, path, None, None, follow=True)
         if path is not None:
             key = (path, dataset.name, dataset.table_name(prepared) or "", _params_key(prepared))
             kept = catalog.cache.frame(key, path, _utcnow())
@@ -425,7 +446,9 @@ class _Request:
 
     def load(self) -> Coroutine[Any, Any, _Loaded]:
         """The freshness rule's work, to run on hubkit's loop."""
-        return _aload_core(self.dataset, self.store, self.params, self.path, self.catalog.cache)
+        return _aload_core(
+            self.dataset, self.store, self.params, self.path, self.catalog.cache, self.follow
+        )
 
     def remember(self, loaded: _Loaded) -> pl.DataFrame:
         """Keep what answered a fresh dataset (see ``LoadCache``); the caller gets a copy."""
@@ -442,6 +465,7 @@ def load_dataset(
     store: Any = None,
     params: Mapping[str, Any] | None = None,
     stacklevel: int = 2,
+    follow: bool = False,
 ) -> pl.DataFrame:
     """Return dataset ``name`` of ``catalog`` as a Polars frame, synced first if it is stale.
 
@@ -454,10 +478,14 @@ def load_dataset(
     The store of a SQLite file stays open in ``catalog.cache`` for the next call; a repeated
     call for a dataset that is still fresh, on a file nobody wrote to since, returns a copy of
     the frame the cache kept, without touching the store.
+
+    ``follow=True``: the store is one that others write to (a collector, see ``hubkit
+    collect``); return the rows it holds for ``params`` as they are now, never syncing and
+    never contacting the remote (an empty frame when nothing was collected).
     """
     from hubkit.bridge import run
 
-    request = _Request.of(catalog, name, store, params)
+    request = _Request.of(catalog, name, store, params, follow)
     if request.kept is not None:
         return request.kept
     loaded = run(request.load())
@@ -473,11 +501,12 @@ async def aload_dataset(
     store: Any = None,
     params: Mapping[str, Any] | None = None,
     stacklevel: int = 2,
+    follow: bool = False,
 ) -> pl.DataFrame:
     """``load_dataset``, awaited: the work runs on hubkit's loop; the caller's loop stays free."""
     from hubkit.bridge import arun
 
-    request = _Request.of(catalog, name, store, params)
+    request = _Request.of(catalog, name, store, params, follow)
     if request.kept is not None:
         return request.kept
     loaded = await arun(request.load())

@@ -59,6 +59,9 @@ class SinkStatus:
     closed: bool = False
     # set when ``rows`` counts a cache window of a bigger table: the window's size
     window: int | None = None
+    # a follower's delay behind the writer: from the writer's commit of the newest change it
+    # applied to the moment it applied it (seconds); shown in the lag column when set
+    behind: float | None = None
 
     def __str__(self) -> str:
         """A fixed-width text table of this status (for terminals, logs and headless runs)."""
@@ -113,6 +116,7 @@ _TABLE_COLUMNS: tuple[tuple[str, pl.DataType], ...] = (
     ("age_s", pl.Float64()),
     ("rows", pl.Int64()),
     ("lag_s", pl.Float64()),
+    ("behind_s", pl.Float64()),
     ("pending_pushes", pl.Int64()),
     ("reconnects", pl.Int64()),
     ("rate_limit_remaining", pl.Int64()),
@@ -213,7 +217,7 @@ def row_text(status: SinkStatus, now: datetime | None = None) -> dict[str, str]:
         "connected": "closed" if status.closed else ("yes" if status.connected else "no"),
         "last_sync": humanize_age(_age_seconds(status, moment)),
         "rows": f"{status.rows:,}" if status.window is None else f"{status.rows:,} (window)",
-        "lag": format_duration(status.lag),
+        "lag": format_duration(status.lag if status.behind is None else status.behind),
         "pending": f"{status.pending_pushes:,}",
         "reconnects": f"{status.reconnects:,}",
         "rate_limit": _NONE
@@ -266,6 +270,8 @@ def row_html(status: SinkStatus, now: datetime | None = None) -> dict[str, str]:
     if status.window is not None:
         tip = f"the cache holds the newest {status.window:,} rows; the store holds more"
         out["rows"] = _span(cells["rows"], "inherit", title=tip)
+    if status.behind is not None:
+        out["lag"] = _span(cells["lag"], "inherit", title="behind the writer's commits")
     if status.pending_pushes:
         out["pending"] = _span(cells["pending"], "#ef6c00")
     out["error"] = error_html(status.last_error)
@@ -332,10 +338,10 @@ def status_table(
 
     Columns: ``name``, ``sync_status`` and ``schedule_status`` (enum values), ``connected``,
     ``closed``, ``last_sync`` (``Datetime("us", "UTC")``), ``age_s`` (seconds since
-    ``last_sync`` at ``now``), ``rows``, ``lag_s``, ``pending_pushes``, ``reconnects``,
-    ``rate_limit_remaining``, ``last_error`` (full text), ``window`` (the cache window's size
-    when ``rows`` counts only the newest rows of a bigger table, else null). The schema is the
-    same when empty.
+    ``last_sync`` at ``now``), ``rows``, ``lag_s``, ``behind_s`` (a follower's delay behind
+    the writer), ``pending_pushes``, ``reconnects``, ``rate_limit_remaining``, ``last_error``
+    (full text), ``window`` (the cache window's size when ``rows`` counts only the newest rows
+    of a bigger table, else null). The schema is the same when empty.
     """
     items = _as_list(statuses)
     moment = _now(now)
@@ -350,6 +356,7 @@ def status_table(
         data["age_s"].append(_age_seconds(s, moment))
         data["rows"].append(s.rows)
         data["lag_s"].append(s.lag)
+        data["behind_s"].append(s.behind)
         data["pending_pushes"].append(s.pending_pushes)
         data["reconnects"].append(s.reconnects)
         data["rate_limit_remaining"].append(s.rate_limit_remaining)

@@ -67,4 +67,5 @@ def test_every_readme_python_block_runs_in_order(tmp_path: Path) -> None:
         )
     assert done.returncode == 0, done.stderr[-4000:]
     count = len(readme_blocks())
-    assert done.stdout.splitlines()[-count:] == [f"block {n} ok" for n in range(1, count + 1)]
+    ran = [line for line in done.stdout.splitlines() if line.startswith("block ")]
+    assert ran == [f"block {n} ok" for n in range(1, count + 1)]  # examples may print too

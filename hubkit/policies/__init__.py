@@ -8,6 +8,7 @@ Pick one and pass it to ``open_sink(..., policy=...)``::
                           since_param="start")     # stream; backfill gaps over REST
     PushAfterWrite(push_delay=timedelta(0))        # push local writes from the outbox
     Bidirectional(interval=timedelta(minutes=1), resolver=remote_wins)  # push, then pull
+    Follow()                                       # follow other processes' commits to the store
 
 The protocol (``hubkit.SyncPolicy``) is two coroutines: ``run(ctx)`` lives as long as the sink
 (it is cancelled on close and restarted by ``reconnect()``); ``sync_once(ctx)`` performs one
@@ -53,7 +54,8 @@ Rules the built-in policies follow (and a custom one should):
 
 The package by policy: ``_common`` (resolvers, helpers), ``pull`` (``QueryOnInit``,
 ``PeriodicSync``), ``push`` (``PushAfterWrite``, ``push_pending``), ``bidirectional``
-(``Bidirectional``, ``plan_pull``), ``stream`` (``WebSocketSubscription``).
+(``Bidirectional``, ``plan_pull``), ``stream`` (``WebSocketSubscription``), ``follow``
+(``Follow``, ``net_change``).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ from hubkit.policies._common import (
     remote_wins,
 )
 from hubkit.policies.bidirectional import Bidirectional, Conflict, PullPlan, plan_pull
+from hubkit.policies.follow import Follow
 from hubkit.policies.pull import PeriodicSync, QueryOnInit
 from hubkit.policies.push import PushAfterWrite, PushOutcome, push_pending
 from hubkit.policies.stream import WebSocketSubscription
@@ -74,6 +77,7 @@ __all__ = [
     "Backfill",
     "Bidirectional",
     "Conflict",
+    "Follow",
     "PeriodicSync",
     "PullPlan",
     "PushAfterWrite",

@@ -139,6 +139,7 @@ class Core:
         self.tickets = Tickets(max((e.id for e in pending), default=0))
         self.rows_hint = 0
         self.lag: float | None = None
+        self.behind: float | None = None  # a follower's delay behind the writer's commits
         self.time_column = next((c.name for c in self.spec.columns if c.kind == "datetime"), None)
         self.closing = False
         self.closed = False

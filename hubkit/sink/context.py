@@ -14,6 +14,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -27,7 +28,9 @@ from hubkit.types import Change, Connection, Gap, Op, OutboxEntry, Source, SyncS
 from hubkit.writes import Forward, key_text
 
 if TYPE_CHECKING:
+    from hubkit.cache import FrameCache
     from hubkit.entity import EntitySpec
+    from hubkit.store import TableStore
 
 __all__ = ["SinkContext", "vanished_keys"]
 
@@ -61,6 +64,16 @@ class SinkContext:
     @property
     def connection(self) -> Connection | None:
         return self._core.connection
+
+    @property
+    def table(self) -> TableStore:
+        """The sink's table in the store (a follower reads it and its change log)."""
+        return self._core.table
+
+    @property
+    def cache(self) -> FrameCache | None:
+        """The sink's frame cache, or None when it reads from the store."""
+        return self._core.cache
 
     # -- storing ------------------------------------------------------------------------------
 
@@ -110,6 +123,40 @@ class SinkContext:
                 core.received = True
             core.note_lag(written)
             return written
+
+    async def apply_committed(
+        self,
+        upserted: pl.DataFrame,
+        deleted: pl.DataFrame,
+        *,
+        committed_at: datetime | None = None,
+    ) -> None:
+        """Rows another writer already committed to the sink's table: update the cache and
+        emit REMOTE changes (UPSERT for ``upserted``, DELETE for ``deleted``), writing
+        nothing. ``committed_at``: the writer's commit time of the newest of them; the delay
+        from it to now is kept as ``status().behind``."""
+        self._core.check_not_closed()
+        await run_sync_in_worker(self._apply_committed, upserted, deleted, committed_at)
+
+    def _apply_committed(
+        self, upserted: pl.DataFrame, deleted: pl.DataFrame, committed_at: datetime | None
+    ) -> None:
+        core = self._core
+        with core.write_lock:
+            cache = core.cache
+            if cache is not None:
+                if deleted.height:
+                    cache.remove(deleted.select(list(core.spec.key)))
+                if upserted.height:
+                    cache.put(upserted)
+            if upserted.height:
+                core.events.queue(Change(frame=upserted, source=Source.REMOTE, op=Op.UPSERT))
+                core.received = True
+                core.note_lag(upserted)
+            if deleted.height:
+                core.events.queue(Change(frame=deleted, source=Source.REMOTE, op=Op.DELETE))
+            if committed_at is not None:
+                core.behind = max(0.0, (utcnow() - committed_at).total_seconds())
 
     async def acknowledge(self, entry: OutboxEntry, response: Mapping[str, Any] | None) -> None:
         """Mark ``entry`` pushed; store the remote's echo of the row with it when it differs

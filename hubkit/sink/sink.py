@@ -105,6 +105,7 @@ class Sink:
             reconnects=core.reconnects,
             last_error=core.events.last_error,
             lag=core.lag,
+            behind=core.behind,
             rate_limit_remaining=self._rate_limit_remaining(),
             closed=core.closed,
             window=self._window(),

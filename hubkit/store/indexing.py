@@ -22,12 +22,21 @@ from hubkit.store.engine import SaTx, Tx
 if TYPE_CHECKING:
     from hubkit.entity import EntitySpec
 
+from hubkit.store.pg import PgTx
+
 __all__ = ["add_missing_indexes", "existing_indexes", "wanted_indexes"]
 
 # Every index of a SQLite table with its columns in order (the key's own index too).
 _SQLITE_INDEXES: Final = sa.text(
     "SELECT il.name, ii.name FROM pragma_index_list(:table) AS il "
     "JOIN pragma_index_info(il.name) AS ii ORDER BY il.seq, ii.seqno"
+)
+# The same from PostgreSQL's catalogue.
+_PG_INDEXES: Final = sa.text(
+    "SELECT c.relname, a.attname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+    "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) "
+    "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+    "WHERE i.indrelid = to_regclass(CAST(:table AS text)) ORDER BY c.relname, k.ord"
 )
 
 
@@ -46,7 +55,8 @@ def existing_indexes(tx: Tx, name: str) -> list[dict[str, Any]]:
     if isinstance(tx, SaTx) and tx.conn.dialect.name != "sqlite":
         return [dict(ix) for ix in sa.inspect(tx.conn).get_indexes(name)]
     found: dict[str, list[str]] = {}
-    for index, column in tx.rows(_SQLITE_INDEXES.bindparams(table=name)):
+    query = _PG_INDEXES if isinstance(tx, PgTx) else _SQLITE_INDEXES
+    for index, column in tx.rows(query.bindparams(table=name)):
         found.setdefault(str(index), []).append(str(column))
     return [{"name": n, "column_names": cols} for n, cols in found.items()]
 

@@ -27,6 +27,7 @@ from hubkit.errors import (
 )
 from hubkit.indexes import IndexSpec
 from hubkit.sqlite_guard import SqliteGuard
+from hubkit.store import changelog
 from hubkit.store.checks import (
     file_access,
     probe,
@@ -255,6 +256,7 @@ class Store:
                 tx.ddl(CreateTable(self.state_table, if_not_exists=True))
                 tx.ddl(CreateTable(self.outbox_table, if_not_exists=True))
                 tx.ddl(CreateIndex(self._outbox_index, if_not_exists=True))
+                changelog.ensure(tx, postgresql=self.engine.dialect.name == "postgresql")
             stored = stored_table(tx, name, self.state_table)
             if stored.state is not None and stored.columns is not None and not readonly:
                 # A table hubkit recorded: evolved in place, or refused with the migration.

@@ -19,6 +19,7 @@ from sqlalchemy.sql import ColumnElement
 from hubkit.changeset import UNSET, Applied, ChangeSet, OutboxWrite, Unset
 from hubkit.entity import EntitySpec
 from hubkit.errors import StoreError
+from hubkit.store import changelog
 from hubkit.store.codec import (
     from_storage,
     now_us,
@@ -81,6 +82,7 @@ class TableStore(Bookkeeping):
             ("", "") if native else _upsert_sql(self.table, spec, self._stage_name)
         )
         self._plan = UpsertPlan(self.table, spec.key, direct_sql, staged_sql, self._stage_name)
+        self.origin = changelog.new_origin()  # names this writer in the change log
 
     def empty(self) -> pl.DataFrame:
         """A new empty frame of ``spec.schema`` (cheap: building one from the spec is not)."""
@@ -148,9 +150,11 @@ class TableStore(Bookkeeping):
             if storage.height:
                 tx.upsert(self._plan, storage)
             self._bookkeeping(tx, change, state, added)
+            deleted = self._frames(parts)
+            changelog.record(tx, self.spec, self.name, self.origin, frame, deleted)
         return Applied(
             frame,
-            self._frames(parts),
+            deleted,
             outbox_added=len(added),
             outbox_removed=len(change.outbox_done),
         )
