@@ -43,7 +43,7 @@ from hubkit.errors import NotFoundError, StoreError
 from hubkit.store.codec import from_us
 from hubkit.store.engine import OUTBOX_TABLE as _OUTBOX
 from hubkit.store.engine import STATE_TABLE as _STATE
-from hubkit.store.store import Store
+from hubkit.store.store import Store, store_url
 
 __all__ = ["ColumnInventory", "Inventory", "TableInventory", "store_inventory"]
 
@@ -114,10 +114,8 @@ def store_inventory(store: Store | str | os.PathLike[str] | sa.URL | None = None
     """
     if isinstance(store, Store):
         return _read(store.url, store.engine)
-    # Store works out the canonical URL of a path (absolute, SQLite) without connecting.
-    probe = Store(store)
-    url = probe.url
-    probe.close()
+    # The canonical URL of a path (absolute, SQLite), worked out without opening anything.
+    url = store_url(store)
     missing = _missing_sqlite_file(url)
     if missing is not None:
         raise StoreError(f"no store at {missing}")

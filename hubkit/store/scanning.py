@@ -47,6 +47,13 @@ class StoreBatches:
     def __call__(self, plan: ReadPlan, batch_rows: int) -> Iterator[Any]:
         store = self.store
         with store._translate(f"scan of {plan.table.name!r}"):
+            if store._pg is not None:
+                # PostgreSQL: one Arrow read of what the pushed statement selects.
+                with store._read() as tx:
+                    frame = tx.frame(plan.statement, pl.Schema())
+                for part in frame.iter_slices(batch_rows):
+                    yield part.to_arrow()
+                return
             if store._fast:
                 with store._guarded(), store._session() as session:
                     yield from read_batches(session.cur, plan, batch_rows, self.statements)
@@ -78,9 +85,12 @@ def scan_store_table(
 
     rules = default_rules(spec.schema)
     if store.engine.dialect.name != "sqlite":
-        # Booleans are pushed as 0/1, which only SQLite compares with a BOOLEAN column.
-        bools = {c.name for c in spec.columns if c.kind == "bool"}
-        compare = {n: c for n, c in rules.compare.items() if n not in bools}
+        # Booleans are pushed as 0/1, which only SQLite compares with a BOOLEAN column; on a
+        # store of native types (PostgreSQL) datetimes, dates and decimals are compared by
+        # Polars after the read, as their pushed literals are hubkit's storage forms.
+        kept = {"bool"} | ({"datetime", "date", "decimal"} if store._native else set())
+        skip = {c.name for c in spec.columns if c.kind in kept}
+        compare = {n: c for n, c in rules.compare.items() if n not in skip}
         rules = ColumnRules(encode=rules.encode, compare=compare)
     return scan_table(
         table,
