@@ -46,8 +46,7 @@ from hubkit.store.engine import AdbcTx, SaTx
 
 if TYPE_CHECKING:
     from hubkit.entity import EntitySpec
-    from hubkit.store.engine import Tx
-    from hubkit.store.table import TableStore
+    from hubkit.store.engine import TableRef, Tx
 
 __all__ = [
     "CHANGES_TABLE",
@@ -219,7 +218,7 @@ def record(
 # -- reading ------------------------------------------------------------------------------
 
 
-def head(table: TableStore) -> int:
+def head(table: TableRef) -> int:
     """The ``seq`` of the table's last logged commit (0 before any)."""
     c = changes.c
     stmt = sa.select(sa.func.max(c.seq)).where(c.table_name == table.name)
@@ -229,7 +228,7 @@ def head(table: TableStore) -> int:
     return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
 
-def entries(table: TableStore, after: int, limit: int) -> list[Entry]:
+def entries(table: TableRef, after: int, limit: int) -> list[Entry]:
     """At most ``limit`` logged commits of the table with ``seq > after``, oldest first."""
     c = changes.c
     stmt = (

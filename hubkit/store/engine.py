@@ -345,8 +345,23 @@ def configure_sqlite(
 class Backend(Protocol):
     """What a table needs of its store (``hubkit.store.Store`` is one)."""
 
+    url: str
+    engine: sa.Engine
     state_table: sa.Table
     outbox_table: sa.Table
+
+    @property
+    def _fast(self) -> bool: ...  # the Arrow/ADBC path
+
+    @property
+    def _native(self) -> bool: ...  # entity columns in the database's own types
+
+    @property
+    def _pg(self) -> object | None: ...  # the PostgreSQL sessions, when on PostgreSQL
+
+    def _guarded(self) -> AbstractContextManager[None]: ...
+
+    def _session(self) -> AbstractContextManager[AdbcSession]: ...
 
     def _translate(self, what: str) -> AbstractContextManager[None]: ...
 
@@ -357,3 +372,16 @@ class Backend(Protocol):
     def _read_frame(self, stmt: sa.Select[Any], schema: pl.Schema) -> pl.DataFrame: ...
 
     def _sql_type(self, column: Column) -> sa.types.TypeEngine[Any]: ...
+
+
+class TableRef(Protocol):
+    """One entity table of a store, as the store's helpers see it (``TableStore`` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def table(self) -> sa.Table: ...
+
+    @property
+    def store(self) -> Backend: ...

@@ -36,7 +36,7 @@ from hubkit.store.evolve_apply import HISTORY, record
 from hubkit.store.evolve_ddl import DropColumn, RenameTable, history_table, kind_type
 
 if TYPE_CHECKING:
-    from hubkit.store.store import Store
+    from hubkit.store.engine import Backend
 
 __all__ = ["Migration", "definition_of_refused", "drop_column", "drop_copy", "history", "migrate"]
 
@@ -55,7 +55,7 @@ class Migration:
     changes: tuple[str, ...]
 
 
-def _state(tx: Tx, store: Store, name: str) -> tuple[Stored, list[str]]:
+def _state(tx: Tx, store: Backend, name: str) -> tuple[Stored, list[str]]:
     st = store.state_table.c
     found = tx.rows(sa.select(st.columns).where(st.sink == name))
     names = tx.column_names(name)
@@ -65,7 +65,7 @@ def _state(tx: Tx, store: Store, name: str) -> tuple[Stored, list[str]]:
 
 
 def migrate(
-    store: Store, spec: EntitySpec, name: str | None = None, fill: Mapping[str, Any] | None = None
+    store: Backend, spec: EntitySpec, name: str | None = None, fill: Mapping[str, Any] | None = None
 ) -> Migration:
     """Rewrite table ``name`` (default ``spec.table``) for ``spec`` (see the module doc).
 
@@ -184,7 +184,7 @@ def _read(tx: Tx, stmt: sa.Select[Any], physical: Mapping[str, StoredColumn]) ->
     return pl.DataFrame(tx.rows(stmt), schema=schema, orient="row", strict=False)
 
 
-def _set_state(tx: Tx, store: Store, name: str, spec: EntitySpec, stored: Stored) -> None:
+def _set_state(tx: Tx, store: Backend, name: str, spec: EntitySpec, stored: Stored) -> None:
     st = store.state_table
     tx.run(
         sa.update(st)
@@ -277,7 +277,7 @@ def _free_name(tx: Tx, wanted: str) -> str:
     return name
 
 
-def _indexes(tx: Tx, store: Store, table: str) -> list[tuple[str, str]]:
+def _indexes(tx: Tx, store: Backend, table: str) -> list[tuple[str, str]]:
     """(name, CREATE INDEX statement) of the indexes of ``table`` (not the primary key)."""
     if store.engine.dialect.name == "sqlite":
         stmt = sa.text(
@@ -295,7 +295,7 @@ def _indexes(tx: Tx, store: Store, table: str) -> list[tuple[str, str]]:
     return [(str(n), str(sql)) for n, sql in tx.rows(stmt.bindparams(t=table))]
 
 
-def drop_column(store: Store, table: str, column: str) -> None:
+def drop_column(store: Backend, table: str, column: str) -> None:
     """Delete a column kept after its field was removed, and its data (one transaction,
     recorded in the history). A column the table's definition still maps is refused."""
     with store._translate(f"dropping {table}.{column}"), store._write() as tx:
@@ -315,7 +315,7 @@ def drop_column(store: Store, table: str, column: str) -> None:
         record(tx, table, "dropped", {"column": column})
 
 
-def drop_copy(store: Store, copy: str) -> None:
+def drop_copy(store: Backend, copy: str) -> None:
     """Delete a copy ``migrate`` kept of a table (only names the history lists as copies)."""
     with store._translate(f"dropping {copy!r}"), store._write() as tx:
         tx.ddl(CreateTable(HISTORY, if_not_exists=True))
@@ -328,7 +328,7 @@ def drop_copy(store: Store, copy: str) -> None:
         record(tx, str(owner), "dropped", {"copy": copy})
 
 
-def history(store: Store, table: str | None = None) -> pl.DataFrame:
+def history(store: Backend, table: str | None = None) -> pl.DataFrame:
     """The schema history (``at`` UTC datetime, ``table``, ``change``, ``detail`` JSON text),
     oldest first; only ``table``'s rows when given."""
     h = history_table()
@@ -346,7 +346,7 @@ def history(store: Store, table: str | None = None) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
 
 
-def definition_of_refused(store: Store, table: str) -> EntitySpec:
+def definition_of_refused(store: Backend, table: str) -> EntitySpec:
     """The definition the last refused open of ``table`` asked for, rebuilt as a plain
     dataclass (no class needed): what ``hubkit migrate STORE TABLE`` migrates to."""
     with store._translate("reading the schema history"), store._read() as tx:

@@ -26,7 +26,7 @@ from hubkit.store.codec import from_storage, storage_kind
 
 if TYPE_CHECKING:
     from hubkit.entity import EntitySpec
-    from hubkit.store.store import Store
+    from hubkit.store.engine import Backend
 
 __all__ = ["StoreBatches", "scan_store_table"]
 
@@ -39,7 +39,7 @@ class StoreBatches:
     ``ClosedError`` when a read starts.
     """
 
-    def __init__(self, store: Store, storage: pl.Schema) -> None:
+    def __init__(self, store: Backend, storage: pl.Schema) -> None:
         self.store = store
         self.storage = storage
         self.statements = SqliteStatements()
@@ -69,7 +69,7 @@ class StoreBatches:
 
 
 def scan_store_table(
-    store: Store,
+    store: Backend,
     table: Any,
     spec: EntitySpec,
     *,

@@ -337,10 +337,7 @@ class TableStore(Bookkeeping):
         ``on_plan`` sees each read's ``hubkit.scan.ReadPlan`` (its SQL) before it runs.
         """
         from hubkit.store.scanning import scan_store_table
-        from hubkit.store.store import Store
 
-        if not isinstance(self.store, Store):
-            raise StoreError(f"{self!r}: scan() needs a hubkit.Store")
         lazy = scan_store_table(
             self.store, self.table, self.spec, batch_rows=batch_rows, on_plan=on_plan
         )

@@ -24,7 +24,7 @@ from sqlalchemy.schema import CreateIndex
 from hubkit.indexes import index_name
 
 if TYPE_CHECKING:
-    from hubkit.store.table import TableStore
+    from hubkit.store.engine import TableRef
 
 __all__ = ["dialect_of", "ensure_window_index", "newest_select"]
 
@@ -35,13 +35,13 @@ _LEADING_COLUMNS: Final = sa.text(
 )
 
 
-def dialect_of(table: TableStore) -> str:
+def dialect_of(table: TableRef) -> str:
     """The database name of ``table``'s store (``"sqlite"``, ``"postgresql"``, ...)."""
     engine = getattr(table.store, "engine", None)
     return engine.dialect.name if isinstance(engine, sa.Engine) else "sqlite"
 
 
-def ensure_window_index(table: TableStore, column: str) -> bool:
+def ensure_window_index(table: TableRef, column: str) -> bool:
     """Create the index on ``column`` of a SQLite ``table`` unless an index starts with it;
     True when it was created. Other databases: nothing (declare the index there)."""
     if dialect_of(table) != "sqlite":
