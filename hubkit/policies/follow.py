@@ -82,8 +82,9 @@ def net_change(
 ) -> NetChange | None:
     """Merge the log entries after ``position`` (oldest first) into one net change.
 
-    None when they do not start right after ``position`` (the log was pruned past it: the
-    caller must re-read the table). Within an entry deletes come before upserts (the order
+    None when they do not start right after ``position`` (the log was pruned past it), or
+    when another writer's entry logged no keys (``Entry.whole``): the caller must re-read
+    the table. Within an entry deletes come before upserts (the order
     ``TableStore.apply`` runs them); across entries the last write of a key wins. A key whose
     last write came from ``own_origin`` is left out (its writer already applied it).
     ``committed_at`` is the newest commit time among the entries of other origins.
@@ -96,6 +97,8 @@ def net_change(
     newest: int | None = None
     for entry in entries:
         own = own_origin is not None and entry.origin == own_origin
+        if entry.whole and not own:
+            return None
         if not own:
             newest = entry.committed_at if newest is None else max(newest, entry.committed_at)
         for key in zip(*entry.deleted, strict=True):

@@ -14,7 +14,10 @@ commit their entries one after another. ``committed_at`` is the writer's clock
 (µs since the epoch, UTC) just before the commit; ``origin`` names the ``TableStore``
 object that wrote it; ``upserted``/``deleted`` hold the keys of the rows written and of
 the rows actually deleted, as JSON, one list per key column (datetimes in µs, dates ISO,
-decimals as text). Rows are not copied: a follower reads the current rows by key.
+decimals as text). Rows are not copied: a follower reads the current rows by key. A commit
+of more than ``KEYS_MAX`` rows logs ``WHOLE`` instead of its keys (``Entry.whole``): a
+follower re-reads the table for it, which is cheaper than reading that many rows by key, and
+a bulk load does not pay for writing every key twice.
 
 A follower remembers the last ``seq`` it applied, polls ``head`` (one index lookup)
 and reads ``entries`` after it. The log is bounded: every ``PRUNE_EVERY`` commits of a
@@ -52,7 +55,9 @@ __all__ = [
     "CHANGES_TABLE",
     "COMMITS_TABLE",
     "KEEP",
+    "KEYS_MAX",
     "PRUNE_EVERY",
+    "WHOLE",
     "Entry",
     "decode_keys",
     "encode_keys",
@@ -121,6 +126,11 @@ _NOTIFY_TRIGGER = sa.DDL(  # type: ignore[no-untyped-call]
 
 _decoder = msgspec.json.Decoder(list[list[Any]])
 
+# Above this many rows in one commit, the keys are not logged (see the module doc).
+KEYS_MAX: Final = 50_000
+# Logged instead of the keys of such a commit (never valid key JSON, which is a list).
+WHOLE: Final = "whole"
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -133,6 +143,7 @@ class Entry:
     origin: str
     upserted: list[list[Any]]
     deleted: list[list[Any]]
+    whole: bool = False  # too many rows to log their keys: re-read the table
 
 
 def new_origin() -> str:
@@ -187,10 +198,14 @@ def record(
     """Log the keys of ``upserted`` and ``deleted`` rows of table ``name`` in the open
     transaction ``tx``; returns the commit's ``seq`` (None when no row changed). Call it
     last in the transaction (on PostgreSQL the counter row stays locked until the commit)."""
-    up = encode_keys(spec, upserted)
-    down = encode_keys(spec, deleted)
-    if up is None and down is None:
-        return None
+    if upserted.height + deleted.height > KEYS_MAX:
+        up: str | None = WHOLE
+        down: str | None = None
+    else:
+        up = encode_keys(spec, upserted)
+        down = encode_keys(spec, deleted)
+        if up is None and down is None:
+            return None
     if isinstance(tx, AdbcTx):  # SQLite files: one statement, compiled once
         tx.cur.execute(_APPEND_SQL, (name, now_us(), origin, up, down, name))
         seq = int(tx.cur.fetchall()[0][0])
@@ -245,8 +260,9 @@ def entries(table: TableRef, after: int, limit: int) -> list[Entry]:
             seq=int(seq),
             committed_at=int(at),
             origin=str(origin),
-            upserted=_decoder.decode(up) if up else [],
+            upserted=_decoder.decode(up) if up and up != WHOLE else [],
             deleted=_decoder.decode(down) if down else [],
+            whole=up == WHOLE,
         )
         for seq, at, origin, up, down in rows
     ]
