@@ -11,16 +11,18 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
+import sqlalchemy as sa
 from follow_writer import Trade
+from store_backends import BACKENDS, backend_url
 
 import hubkit
 from hubkit.errors import StaleDataWarning, ValidationError
@@ -36,7 +38,7 @@ DEADLINE = 60.0
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
-def run_writer(db: Path, how: str, op: str, first: int, count: int, batch: int) -> None:
+def run_writer(db: str, how: str, op: str, first: int, count: int, batch: int) -> None:
     args = [str(db), how, op, str(first), str(count), str(batch)]
     done = subprocess.run(
         [sys.executable, str(WRITER), *args], capture_output=True, text=True, timeout=120
@@ -45,7 +47,7 @@ def run_writer(db: Path, how: str, op: str, first: int, count: int, batch: int) 
     assert done.stdout.split() == ["done"]
 
 
-def truth(db: Path) -> pl.DataFrame:
+def truth(db: str) -> pl.DataFrame:
     with Store(db) as store:
         return store.table(hubkit.reflect(Trade, "exec_id")).read_all().sort("exec_id")
 
@@ -98,24 +100,34 @@ class Gate:
         self.opened.set()
 
 
-def follower(db: Path, **options: object) -> Sink:
+def follower(db: str, **options: object) -> Sink:
     return hubkit.open_sink(Trade, "exec_id", store=db, policy=hubkit.Follow(), **options)
 
 
-def same_rows(sink: Sink, db: Path) -> bool:
+def same_rows(sink: Sink, db: str) -> bool:
     return sink.frame().sort("exec_id").equals(truth(db))
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "shared.db"
-    with Store(path) as store:
+def _made(url: str) -> str:
+    with Store(url) as store:
         store.table(hubkit.reflect(Trade, "exec_id"))
-    yield path
+    return url
+
+
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A shared store holding an empty trades table: a SQLite file, or a database on the
+    session's PostgreSQL server."""
+    return _made(backend_url(request, request.param, tmp_path))
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> str:
+    return _made(f"sqlite:///{tmp_path / 'store.db'}")
 
 
 @pytest.mark.parametrize("how", ["store", "sink"])
-def test_follower_applies_every_commit_of_a_writer_process(db: Path, how: str) -> None:
+def test_follower_applies_every_commit_of_a_writer_process(db: str, how: str) -> None:
     sink = follower(db)
     try:
         assert sink.connection is None
@@ -143,7 +155,7 @@ def test_follower_applies_every_commit_of_a_writer_process(db: Path, how: str) -
 
 
 def test_a_restarted_follower_holds_what_was_committed_meanwhile_and_follows_on(
-    db: Path,
+    db: str,
 ) -> None:
     sink = follower(db)
     try:
@@ -166,7 +178,7 @@ def test_a_restarted_follower_holds_what_was_committed_meanwhile_and_follows_on(
         sink.close()
 
 
-def test_own_writes_are_local_changes_only_and_other_writes_still_arrive(db: Path) -> None:
+def test_own_writes_are_local_changes_only_and_other_writes_still_arrive(db: str) -> None:
     sink = follower(db)
     try:
         seen = Recorder(sink)
@@ -183,7 +195,7 @@ def test_own_writes_are_local_changes_only_and_other_writes_still_arrive(db: Pat
 
 
 def test_a_follower_behind_the_pruned_log_rereads_and_emits_the_difference(
-    db: Path, monkeypatch: pytest.MonkeyPatch
+    db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(changelog, "KEEP", 4)
     monkeypatch.setattr(changelog, "PRUNE_EVERY", 4)
@@ -210,10 +222,43 @@ def test_a_follower_behind_the_pruned_log_rereads_and_emits_the_difference(
             sink.close()
 
 
+def _listening(url: str) -> bool:
+    """Whether a session of the database at ``url`` has run LISTEN on the commits channel."""
+    with sa.create_engine(url).connect() as conn:
+        found = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND query ILIKE 'LISTEN%hubkit_commits%'"
+            )
+        ).scalar_one()
+    return bool(found)
+
+
+def test_on_postgresql_a_follower_learns_of_commits_through_notify(
+    postgres_database: str,
+) -> None:
+    url = _made(postgres_database)
+    # polled once an hour: only the announcements (LISTEN hubkit_commits) can bring commits
+    sink = hubkit.open_sink(
+        Trade, "exec_id", store=url, policy=hubkit.Follow(interval=timedelta(hours=1))
+    )
+    try:
+        seen = Recorder(sink)
+        wait_for(lambda: _listening(url), "the follower LISTENs")
+        run_writer(url, "store", "upsert", 0, 60, 20)
+        wait_for(lambda: same_rows(sink, url), "announced commits reach the follower")
+        assert seen.keys(Op.UPSERT) == ids(0, 60)
+        run_writer(url, "sink", "delete", 0, 20, 10)
+        wait_for(lambda: same_rows(sink, url), "announced deletes reach the follower")
+        assert seen.keys(Op.DELETE) == ids(0, 20)
+    finally:
+        sink.close()
+
+
 # -- the change log --------------------------------------------------------------------------
 
 
-def test_the_log_holds_the_keys_of_each_commit_in_order(db: Path) -> None:
+def test_the_log_holds_the_keys_of_each_commit_in_order(db: str) -> None:
     with Store(db) as store:
         table = store.table(hubkit.reflect(Trade, "exec_id"))
         table.upsert([Trade("a", "X", Decimal(1), 1.0, NOW), Trade("b", "X", Decimal(2), 1.0, NOW)])
@@ -287,7 +332,7 @@ def test_follow_refuses_settings_that_cannot_work(bad: dict[str, float]) -> None
 TRADES_WRITER = """
 import sys
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from hubkit.bybit.datasets import default_catalog
 from hubkit.store import Store
 
@@ -323,7 +368,7 @@ def test_load_follow_reads_what_a_collector_process_stored_without_fetching(
         hubkit.load("trades", symbol="BTCUSDT", store=db)
 
 
-def test_load_follow_never_syncs_and_sees_each_new_commit(db: Path) -> None:
+def test_load_follow_never_syncs_and_sees_each_new_commit(db: str) -> None:
     synced: list[object] = []
 
     async def sync(request: hubkit.catalog.SyncRequest) -> None:
@@ -342,7 +387,7 @@ def test_load_follow_never_syncs_and_sees_each_new_commit(db: Path) -> None:
 
 
 def test_a_follower_without_cache_gets_changes_and_a_gap_when_it_lost_track(
-    db: Path, monkeypatch: pytest.MonkeyPatch
+    db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(changelog, "KEEP", 2)
     monkeypatch.setattr(changelog, "PRUNE_EVERY", 2)
@@ -385,9 +430,10 @@ def test_the_status_shows_a_followers_delay_in_the_lag_column() -> None:
     assert row_text(replace(status, behind=None))["lag"] == "9.0 s"
 
 
-def test_writers_of_both_sqlite_paths_share_one_gapless_log(db: Path) -> None:
+@pytest.mark.sqlite_only
+def test_writers_of_both_sqlite_paths_share_one_gapless_log(sqlite_db: str) -> None:
     spec = hubkit.reflect(Trade, "exec_id")
-    with Store(db, fast=False) as plain, Store(db) as fast:
+    with Store(sqlite_db, fast=False) as plain, Store(sqlite_db) as fast:
         slow_table, fast_table = plain.table(spec), fast.table(spec)
         slow_table.upsert([Trade("a", "X", Decimal(1), 1.0, NOW)])
         fast_table.upsert([Trade("b", "X", Decimal(1), 1.0, NOW)])
