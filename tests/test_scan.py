@@ -22,6 +22,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from hubkit.errors import SchemaError, StoreError
 from hubkit.indexes import table_indexes
 from hubkit.scan import (
+    DEFAULT_BATCH_ROWS,
     ReadPlan,
     SqliteBatches,
     SqliteStatements,
@@ -128,9 +129,11 @@ class Counting:
     rows: int = 0
     batches: list[int] = field(default_factory=list)
     statements: list[sa.Select[Any]] = field(default_factory=list)
+    asked: list[int] = field(default_factory=list)
 
     def __call__(self, plan: ReadPlan, batch_rows: int) -> Iterator[Any]:
         self.statements.append(plan.statement)
+        self.asked.append(batch_rows)
         for batch in self.inner(plan, batch_rows):
             self.rows += batch.num_rows
             self.batches.append(batch.num_rows)
@@ -230,6 +233,21 @@ def test_a_streaming_aggregation_reads_the_table_batch_by_batch(trades: Trades) 
     assert_frame_equal(got.sort("symbol"), want.sort("symbol"), check_row_order=False)
     assert sum(counting.batches) == ROWS
     assert max(counting.batches) <= 10_000 and len(counting.batches) >= ROWS // 10_000
+
+
+def test_default_batches_are_hubkits_size_and_a_pushed_limit_caps_them(trades: Trades) -> None:
+    # Polars hints 100,000-row batches; the driver sizes its buffers for a whole batch, which
+    # a small indexed read pays for, so the scan reads in batches of DEFAULT_BATCH_ROWS.
+    lf, counting, _ = trades.scan()
+    got = lf.select("id", "price").collect(engine="streaming")
+    assert got.height == ROWS
+    assert counting.asked == [DEFAULT_BATCH_ROWS]
+    assert max(counting.batches) <= DEFAULT_BATCH_ROWS < ROWS
+    assert len(counting.batches) >= ROWS // DEFAULT_BATCH_ROWS
+    # head(n) is a LIMIT: one batch of n rows (and the typed first row) is enough.
+    lf, counting, _ = trades.scan()
+    assert lf.head(7).collect().height == 7
+    assert counting.asked == [8] and counting.batches == [7]
 
 
 def test_a_column_null_in_the_first_batches_reads_in_small_batches(trades: Trades) -> None:

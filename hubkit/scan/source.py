@@ -23,7 +23,10 @@ from hubkit.scan.predicate import ColumnRules, Pushdown, translate
 
 __all__ = ["DEFAULT_BATCH_ROWS", "BatchReader", "ReadPlan", "plan_read", "scan_table"]
 
-DEFAULT_BATCH_ROWS: Final = 65_536
+# The SQLite driver sizes its buffers for a whole batch: a bigger batch costs a small query
+# time (100,000 rows, Polars' usual hint, made a 1,200-row indexed read ~20% slower) and
+# gains a full-table read little.
+DEFAULT_BATCH_ROWS: Final = 16_384
 
 
 class BatchReader(Protocol):
@@ -124,7 +127,8 @@ def scan_table(
     ``decode``: stored values -> ``schema`` dtypes for any subset of the columns; ``rules``:
     which filters push into SQL and how literals are stored. Both default to hubkit's
     storage conventions (``hubkit.scan.codec``). ``batch_rows``: rows per read batch
-    (default: Polars' hint, else ``DEFAULT_BATCH_ROWS``). ``on_plan`` sees each read's plan
+    (default: ``DEFAULT_BATCH_ROWS``, or Polars' hint when smaller; a
+    pushed LIMIT caps it). ``on_plan`` sees each read's plan
     before it runs (for logging and tests).
 
     Promises: a query reads only the columns it uses and filters in SQL what can be
@@ -156,7 +160,9 @@ def scan_table(
         )
         if on_plan is not None:
             on_plan(plan)
-        rows = batch_rows or batch_size or DEFAULT_BATCH_ROWS
+        rows = batch_rows or min(batch_size or DEFAULT_BATCH_ROWS, DEFAULT_BATCH_ROWS)
+        if plan.limit is not None:
+            rows = max(1, min(rows, plan.limit + 1))  # + the typed first row of a SQLite read
         return _frames(plan, read_batches(plan, rows), decode)
 
     return register_io_source(
