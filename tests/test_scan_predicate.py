@@ -21,6 +21,7 @@ from hubkit.scan import (
     translate,
     typed_first_row,
 )
+from hubkit.scan.condition import clause
 
 SCHEMA = pl.Schema(
     {
@@ -56,6 +57,10 @@ def where(expr: pl.Expr) -> tuple[str | None, tuple[object, ...], bool]:
     pushed = translate(expr, TABLE, RULES)
     if pushed.where is None:
         return None, (), pushed.exact
+    assert pushed.condition is not None
+    # A reader with the shape's SQL compiled binds ``params``, taken without the clause:
+    # they must be the clause's own values, by the same names.
+    assert pushed.params == clause(pushed.condition, TABLE)[1]
     sql, params = compile_sqlite(sa.select(TABLE.c.symbol).where(pushed.where))
     return sql.split("WHERE ", 1)[1], params, pushed.exact
 

@@ -14,7 +14,8 @@ already encoded for storage:
 ==============================  ==========================================
 
 ``clause(condition, table)`` gives the SQLAlchemy clause with its values bound as
-``p0, p1, ...`` in tree order, and ``shape(condition)`` the same tree without the values:
+``p0, p1, ...`` in tree order, ``values(condition)`` those values alone (without building the
+clause), and ``shape(condition)`` the same tree without the values:
 two conditions of one shape compile to the same SQL text, so a reader can compile a shape
 once and bind new values each time (compiling costs more than the query it runs).
 """
@@ -28,7 +29,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.sql import ColumnElement
 
-__all__ = ["Condition", "clause", "shape"]
+__all__ = ["Condition", "clause", "shape", "values"]
 
 Condition = tuple[Any, ...]
 
@@ -67,6 +68,26 @@ def shape(condition: Condition) -> Hashable:
     if kind == "between":
         return (kind, condition[1], type(condition[2]), type(condition[3]))
     return condition  # is_null / not_null / const: no values
+
+
+def values(condition: Condition) -> dict[str, Any]:
+    """The bound values of ``clause(condition, table)`` by name, without building it."""
+    flat: list[Any] = []
+
+    def walk(c: Condition) -> None:
+        kind = c[0]
+        if kind in ("and", "or"):
+            for x in c[1]:
+                walk(x)
+        elif kind == "cmp":
+            flat.append(c[3])
+        elif kind in ("in", "not_in"):
+            flat.extend(c[2])
+        elif kind == "between":
+            flat.extend((c[2], c[3]))
+
+    walk(condition)
+    return {f"p{i}": v for i, v in enumerate(flat)}
 
 
 def clause(condition: Condition, table: sa.Table) -> tuple[ColumnElement[bool], dict[str, Any]]:

@@ -49,7 +49,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql import ColumnElement
 
 from hubkit.errors import HubkitError
-from hubkit.scan.condition import Condition, clause, shape
+from hubkit.scan.condition import Condition, clause, shape, values
 
 __all__ = ["ColumnRules", "Comparability", "Encoder", "Pushdown", "translate"]
 
@@ -129,9 +129,10 @@ class Pushdown:
     def where(self) -> ColumnElement[bool] | None:
         return self._built[0]
 
-    @property
+    @cached_property
     def params(self) -> dict[str, Any]:
-        return self._built[1]
+        # Without the clause: a reader with the shape's SQL compiled needs only these.
+        return {} if self.condition is None else values(self.condition)
 
     @property
     def shape(self) -> Hashable:
