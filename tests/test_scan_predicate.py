@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from hubkit.scan import (
     Pushdown,
@@ -187,6 +188,24 @@ def test_rules_decide_which_columns_push() -> None:
     pushed = translate(expr, TABLE, only_symbol)
     assert pushed.where is not None and not pushed.exact
     assert compile_sqlite(sa.select(TABLE.c.qty).where(pushed.where))[1] == ("A",)
+
+
+def test_datetimes_and_dates_push_as_themselves_only_where_rules_allow_native_times() -> None:
+    def encode(name: str, value: object) -> object:
+        return value  # a store of native types: the datetime and the date themselves
+
+    expr = (pl.col("time") >= T0) & (pl.col("day") < date(2024, 2, 3))
+    plain = translate(expr, TABLE, type(RULES)(encode=encode, compare=RULES.compare))
+    assert plain.where is None  # no plain SQL type binds them: left to Polars
+    native = type(RULES)(encode=encode, compare=RULES.compare, native_times=True)
+    pushed = translate(expr, TABLE, native)
+    assert pushed.exact and pushed.where is not None
+    sql = str(sa.select(TABLE.c.qty).where(pushed.where).compile(dialect=postgresql.dialect()))
+    assert "trades.time >= CAST(" in sql and "AS TIMESTAMP WITH TIME ZONE)" in sql
+    assert "trades.day < CAST(" in sql and "AS DATE)" in sql
+    # bound as ISO text, exact to the microsecond, by the names the clause uses
+    assert pushed.params == {"p0": "2024-01-01T00:00:00+00:00", "p1": "2024-02-03"}
+    assert pushed.params == clause(pushed.condition, TABLE)[1]
 
 
 def test_a_literal_the_encoder_refuses_is_left_to_polars() -> None:

@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
+from sqlalchemy.dialects import postgresql
 
 import hubkit
 import hubkit.store.scanning as scanning
@@ -233,6 +234,32 @@ def test_scan_through_sqlalchemy_and_postgresql(tmp_path: Path, postgres_databas
             got = table.scan(batch_rows=300).filter(expr).collect()
             assert_frame_equal(by_id(got), by_id(written.filter(expr)))
             assert table.scan().head(3).collect().height == 3
+
+
+def test_postgresql_scans_push_time_and_date_filters(postgres_database: str) -> None:
+    # Datetimes and dates are native there: pushed as such, a time range uses the indexes
+    # instead of reading the whole table into Polars.
+    frame = generated(3_000)
+    t0 = T0 + timedelta(seconds=5)
+    queries = [
+        (pl.col("symbol") == "BTCUSDT") & pl.col("time").is_between(t0, t0 + timedelta(seconds=3)),
+        pl.col("settled") < t0,
+        pl.col("settled").is_null() | (pl.col("time") >= t0 + timedelta(microseconds=10_001)),
+        pl.col("day") == frame.get_column("day")[0],
+        pl.col("time").is_in([T0, T0 + timedelta(milliseconds=10), T0 + timedelta(hours=1)]),
+    ]
+    with Store(postgres_database) as store:
+        table = store.table(hubkit.reflect(Fill, "id"))
+        written = table.upsert(frame)
+        for query in queries:
+            plans: list[ReadPlan] = []
+            got = table.scan(on_plan=plans.append).filter(query).collect()
+            assert_frame_equal(by_id(got), by_id(written.filter(query)))
+            assert plans[-1].pushdown.exact, query
+        plans = []
+        table.scan(start=t0, end=t0 + timedelta(seconds=1), on_plan=plans.append).collect()
+        where = str(plans[-1].statement.compile(dialect=postgresql.dialect()))
+        assert "fill.time >= CAST(" in where and "fill.time < CAST(" in where
 
 
 # -- time ranges in query and scan -------------------------------------------------------------

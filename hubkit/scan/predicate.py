@@ -99,11 +99,14 @@ class ColumnRules:
     ``encode(name, value)`` turns a Python value (as Polars hands it back: ``datetime``,
     ``date``, ``Decimal``, ``str`` ...) into the value stored in the column; ``compare``
     maps a column name to ``"order"`` or ``"equality"``; columns it does not name are never
-    pushed.
+    pushed. ``native_times``: ``encode`` may return ``datetime`` and ``date`` values, bound
+    as ISO text and cast in SQL (for a database with those types, such as PostgreSQL);
+    otherwise such a value is not pushed.
     """
 
     encode: Encoder
     compare: Mapping[str, Comparability]
+    native_times: bool = False
 
 
 @dataclass(frozen=True)
@@ -296,7 +299,8 @@ class _Translator:
             stored = self.rules.encode(name, value)
         except (ValueError, TypeError, ArithmeticError, HubkitError) as exc:
             raise _Unpushable from exc
-        if not isinstance(stored, int | float | str | bytes):
+        native = self.rules.native_times and isinstance(stored, date)
+        if not (native or isinstance(stored, int | float | str | bytes)):
             raise _Unpushable  # None, or a value no plain SQL type binds
         if isinstance(stored, float) and math.isnan(stored):
             raise _Unpushable  # SQL binds NaN as NULL; Polars orders NaN above all numbers

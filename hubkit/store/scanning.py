@@ -10,12 +10,14 @@ row equals the row ``query`` returns.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from hubkit.scan import (
     ColumnRules,
+    Encoder,
     ReadPlan,
     SqliteStatements,
     default_rules,
@@ -68,6 +70,23 @@ class StoreBatches:
                     yield frame.to_arrow()
 
 
+def _native_encoder(spec: EntitySpec, encode: Encoder) -> Encoder:
+    """``encode``, but datetimes (as UTC) and dates stay values of their own type."""
+    kinds = {c.name: c.kind for c in spec.columns}
+
+    def native(name: str, value: Any) -> Any:
+        kind = kinds.get(name)
+        if kind == "datetime":
+            encode(name, value)  # the same checks: a datetime, aware as the column is
+            return value.astimezone(UTC) if value.tzinfo is not None else value
+        if kind == "date":
+            encode(name, value)
+            return value
+        return encode(name, value)
+
+    return native
+
+
 def scan_store_table(
     store: Backend,
     table: Any,
@@ -85,13 +104,15 @@ def scan_store_table(
 
     rules = default_rules(spec.schema)
     if store.engine.dialect.name != "sqlite":
-        # Booleans are pushed as 0/1, which only SQLite compares with a BOOLEAN column; on a
-        # store of native types (PostgreSQL) datetimes, dates and decimals are compared by
-        # Polars after the read, as their pushed literals are hubkit's storage forms.
-        kept = {"bool"} | ({"datetime", "date", "decimal"} if store._native else set())
+        # Booleans are pushed as 0/1, which only SQLite compares with a BOOLEAN column. On a
+        # store of native types (PostgreSQL) datetimes and dates are pushed as themselves
+        # (cast in SQL: ``hubkit.scan.condition``), so a time range uses the indexes;
+        # decimals are compared by Polars after the read.
+        kept = {"bool"} | ({"decimal"} if store._native else set())
         skip = {c.name for c in spec.columns if c.kind in kept}
         compare = {n: c for n, c in rules.compare.items() if n not in skip}
-        rules = ColumnRules(encode=rules.encode, compare=compare)
+        encode = _native_encoder(spec, rules.encode) if store._native else rules.encode
+        rules = ColumnRules(encode=encode, compare=compare, native_times=store._native)
     return scan_table(
         table,
         spec.schema,
