@@ -56,7 +56,15 @@ from typing import Any, Final, TypeVar, TypeVarTuple
 
 from hubkit.errors import BridgeError, ClosedError, WaitTimeout
 
-__all__ = ["CANCEL_GRACE", "Bridge", "arun", "get_bridge", "run", "run_sync_in_worker"]
+__all__ = [
+    "CANCEL_GRACE",
+    "Bridge",
+    "arun",
+    "get_bridge",
+    "run",
+    "run_sync_in_worker",
+    "wait_event",
+]
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -396,6 +404,23 @@ def run(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
 async def arun(coro: Coroutine[Any, Any, T]) -> T:
     """``await get_bridge().arun(coro)``: await ``coro`` on hubkit's loop from any loop."""
     return await get_bridge().arun(coro)
+
+
+async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
+    """Wait until ``event`` is set (True) or ``timeout`` seconds pass (False; None: no limit).
+
+    Use this, not ``asyncio.wait_for(event.wait(), timeout)``: on Python 3.11 ``wait_for``
+    loses a cancellation that arrives while the event is being set, and a policy loop that
+    goes on after a lost cancellation keeps a closing sink waiting for ever.
+    """
+    if event.is_set():
+        return True
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 async def run_sync_in_worker(fn: Callable[[*Ts], T], *args: *Ts) -> T:

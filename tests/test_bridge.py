@@ -450,3 +450,33 @@ def test_works_with_nest_asyncio_applied() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "1 (3, 5, 7) 11\n"
+
+
+# -- waiting for an event ------------------------------------------------------------------
+
+
+def test_wait_event_keeps_a_cancellation_that_arrives_as_the_event_is_set() -> None:
+    # asyncio.wait_for(event.wait(), t) on Python 3.11 returns as if nothing happened here;
+    # a policy loop built on it went on after a close cancelled it and hung the close.
+    async def main() -> None:
+        event = asyncio.Event()
+        waiter = asyncio.create_task(bridge.wait_event(event, 60))
+        await asyncio.sleep(0)  # waiting now
+        event.set()
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+
+    asyncio.run(main())
+
+
+def test_wait_event_says_whether_the_event_was_set() -> None:
+    async def main() -> tuple[bool, bool, bool]:
+        event = asyncio.Event()
+        timed_out = await bridge.wait_event(event, 0.01)
+        asyncio.get_running_loop().call_soon(event.set)
+        was_set = await bridge.wait_event(event, None)
+        already = await bridge.wait_event(event, 0)
+        return timed_out, was_set, already
+
+    assert asyncio.run(main()) == (False, True, True)

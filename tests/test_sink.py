@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -394,6 +395,36 @@ def test_force_sync_raises_the_policy_error_as_a_hubkit_error(db: str) -> None:
         sink.schedule_sync()  # the same failure, reported instead of raised
         (error,) = errors.wait_for(1)
         assert isinstance(error, SyncError)
+
+
+def test_a_close_ends_a_policy_that_goes_on_after_its_cancellation(
+    db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    stepped = threading.Event()
+
+    @dataclass(frozen=True)
+    class GoesOn:
+        """Loses one cancellation, as a loop around asyncio.wait_for can on Python 3.11,
+        then waits for the sync lock that the closing sink holds."""
+
+        async def run(self, ctx: SyncContext) -> None:
+            while True:
+                async with ctx.exclusive():
+                    stepped.set()
+                with contextlib.suppress(asyncio.CancelledError):  # lost
+                    await asyncio.sleep(3600)
+
+        async def sync_once(self, ctx: SyncContext) -> None:
+            return None
+
+    sink = open_sink(Item, "id", store=db, policy=GoesOn())
+    assert stepped.wait(TIMEOUT)
+    closer = threading.Thread(target=sink.close, daemon=True)
+    closer.start()
+    closer.join(TIMEOUT)
+    assert not closer.is_alive(), "close() hung waiting for the policy"
+    assert sink.closed
+    assert "went on after being cancelled" in caplog.text
 
 
 def test_force_sync_without_a_policy_fetches_everything(db: str) -> None:

@@ -33,7 +33,6 @@ frames; the policy does the I/O.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import weakref
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, cast
 
 import polars as pl
 
-from hubkit.bridge import run_sync_in_worker
+from hubkit.bridge import run_sync_in_worker, wait_event
 from hubkit.errors import SyncError, ValidationError
 from hubkit.policies._common import _seconds, backoff_delay
 from hubkit.types import Gap, SyncContext, SyncStatus
@@ -265,8 +264,7 @@ class Follow:
                 if not moved:
                     # told by NOTIFY when listening; polling stays the safety net
                     wait = max(interval, LISTENING_POLL) if listening.on else interval
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(nudge.wait(), wait)
+                    await wait_event(nudge, wait)
                     nudge.clear()
         finally:
             if listener is not None:

@@ -4,7 +4,6 @@ the cursor, and fill gaps after outages (the decisions live in ``hubkit.gapfill`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import polars as pl
 
+from hubkit.bridge import wait_event
 from hubkit.errors import DecodeError, SyncError, ValidationError
 from hubkit.gapfill import (
     StreamPosition,
@@ -287,8 +287,7 @@ class _Stream(StreamStore):
                     wake.set()
                     while paused():  # backpressure: stop reading the stream
                         room.clear()
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(room.wait(), STALL_AFTER / 4)
+                        await wait_event(room, STALL_AFTER / 4)
                 outcome.append(None)
             except Exception as exc:
                 outcome.append(exc)
@@ -341,8 +340,7 @@ class _Stream(StreamStore):
         timeout = None
         if self.retry_at is not None and self.writer is None:
             timeout = max(0.0, self.retry_at - time.monotonic())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), timeout)
+        await wait_event(self.wake, timeout)
 
     async def _handle(self, events: Sequence[StreamEvent]) -> None:
         """Queue a run of stream events for the store in order: consecutive messages as one

@@ -148,6 +148,8 @@ class Core:
         # Loop-side objects, created by the runner on hubkit's loop.
         self.request: asyncio.Event | None = None
         self.sync_lock: asyncio.Lock | None = None
+        # Tasks waiting for ``sync_lock`` through ``SinkContext.exclusive`` (a policy's steps).
+        self.lock_waiters: set[asyncio.Task[Any]] = set()
         self.conn_lock: asyncio.Lock | None = None
         self.reconnect_lock: asyncio.Lock | None = None
         self.task: asyncio.Task[None] | None = None

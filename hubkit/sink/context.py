@@ -10,8 +10,9 @@ The user's ``Sink`` does not offer these methods.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import datetime
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 import hubkit.sink.outbox as outbox
-from hubkit.bridge import run_sync_in_worker
+from hubkit.bridge import run_sync_in_worker, wait_event
 from hubkit.changeset import UNSET, ChangeSet
 from hubkit.errors import HubkitError, Rejected, SyncError
 from hubkit.sink._core import Core, default_events, utcnow
@@ -329,18 +330,33 @@ class SinkContext:
         if not event.is_set():
             if timeout is not None and timeout <= 0:
                 return False
-            try:
-                await asyncio.wait_for(event.wait(), timeout)
-            except TimeoutError:
+            if not await wait_event(event, timeout):
                 return False
         event.clear()
         return True
 
     def exclusive(self) -> AbstractAsyncContextManager[Any]:
         """Held around a sync step; ``force_sync``/``schedule_sync``/close take it too."""
-        lock = self._core.sync_lock
-        assert lock is not None, "the sink is not started"
-        return lock
+        assert self._core.sync_lock is not None, "the sink is not started"
+        return self._exclusive()
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self) -> AsyncIterator[None]:
+        core = self._core
+        lock = core.sync_lock
+        assert lock is not None
+        task = asyncio.current_task()
+        if task is not None:
+            core.lock_waiters.add(task)  # seen by a close that holds the lock
+        try:
+            await lock.acquire()
+        finally:
+            if task is not None:
+                core.lock_waiters.discard(task)
+        try:
+            yield
+        finally:
+            lock.release()
 
     async def ensure_connected(self) -> bool:
         """Connect the sink's connection if it is not connected (True if it had to)."""

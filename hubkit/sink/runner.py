@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from hubkit.errors import ClosedError, HubkitError, SyncError, as_hubkit
 from hubkit.sink._core import CLOSE_TIMEOUT, Core
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 __all__ = ["Runner"]
 
 _log = logging.getLogger("hubkit.sink")
+# How often a close that cancelled the policy looks whether it went on regardless (seconds).
+_STOP_CHECK: Final = 0.2
 
 
 class Runner:
@@ -106,7 +108,8 @@ class Runner:
         inside = asyncio.current_task() is task  # stopped by the policy itself
         if not inside:
             try:
-                await asyncio.wait_for(core.sync_lock.acquire(), timeout)
+                async with asyncio.timeout(timeout):
+                    await core.sync_lock.acquire()
                 acquired = True
             except TimeoutError:
                 _log.warning(
@@ -115,10 +118,26 @@ class Runner:
         try:
             task.cancel()
             if not inside:
-                await asyncio.gather(task, return_exceptions=True)
+                await self._until_cancelled(task)
         finally:
             if acquired:
                 core.sync_lock.release()
+
+    async def _until_cancelled(self, task: asyncio.Task[None]) -> None:
+        """Wait for the cancelled policy ``task`` to end, its cleanup included (a stream
+        stores what it holds). A policy that went on after the cancellation (one lost by
+        ``asyncio.wait_for`` on Python 3.11, or swallowed) and now waits for the sync lock
+        this close holds would wait for ever: it is cancelled again, with a warning."""
+        core = self.core
+        while not (await asyncio.wait({task}, timeout=_STOP_CHECK))[0]:
+            if task in core.lock_waiters:
+                _log.warning(
+                    "sink %s: the sync policy went on after being cancelled; cancelling it again",
+                    core.name,
+                )
+                task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            task.result()  # its outcome, retrieved as gather(return_exceptions=True) did
 
     # -- forced and scheduled syncs -----------------------------------------------------------
 
