@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -155,6 +156,22 @@ def window_index(path: Path) -> float:
 # -- point queries ----------------------------------------------------------------------------
 
 
+def rotating_medians(
+    methods: dict[str, Callable[[Any], object]], inputs: list[Any]
+) -> dict[str, float]:
+    """Median milliseconds of each method over ``inputs``. Every input runs every method,
+    in a rotating order, so bursts of load on a shared machine hit all methods alike."""
+    times: dict[str, list[float]] = {k: [] for k in methods}
+    names = list(methods)
+    for i, value in enumerate(inputs):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            started = time.perf_counter()
+            methods[name](value)
+            times[name].append((time.perf_counter() - started) * 1000)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 @dataclass
 class PointFigures:
     rows_answered: float
@@ -221,18 +238,8 @@ def point_queries(path: Path, rows: int, spacing_us: int, repeat: int) -> PointF
         # Same answers (and warm caches and imports) before timing.
         answers = [f(windows[0]).height for f in (sql, dao, scan, scan_ready)]
         assert len(set(answers)) == 1, answers
-        # Every window runs every method, in a rotating order, so bursts of load on a
-        # shared machine hit all methods alike; medians over the windows.
         methods = {"sql": sql, "dao": dao, "scan": scan, "scan_ready": scan_ready}
-        times: dict[str, list[float]] = {k: [] for k in methods}
-        names = list(methods)
-        for i, window in enumerate(windows):
-            k = i % len(names)
-            for name in names[k:] + names[:k]:
-                started = time.perf_counter()
-                methods[name](window)
-                times[name].append((time.perf_counter() - started) * 1000)
-        figures = {k: statistics.median(v) for k, v in times.items()}
+        figures = rotating_medians(methods, windows)
         answered = statistics.mean(sql(w).height for w in windows)
         return PointFigures(
             answered, figures["sql"], figures["dao"], figures["scan"], figures["scan_ready"]

@@ -44,7 +44,7 @@ the caller's transaction, which must be rolled back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -341,7 +341,7 @@ def _plain_schema(data: pa.Table | pa.RecordBatch) -> pa.Schema:
     )
 
 
-def iter_batches(cur: Cursor, stmt: Executable | str) -> Iterator[pa.RecordBatch]:
+def iter_batches(cur: Cursor, stmt: Executable | str) -> Generator[pa.RecordBatch, None, None]:
     """Run a SELECT and yield its rows as Arrow record batches as they arrive.
 
     The cursor is busy until the iterator is exhausted or closed.

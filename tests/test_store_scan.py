@@ -262,6 +262,26 @@ def test_postgresql_scans_push_time_and_date_filters(postgres_database: str) -> 
         assert "fill.time >= CAST(" in where and "fill.time < CAST(" in where
 
 
+def test_postgresql_scans_stream_and_stop_early(postgres_database: str) -> None:
+    frame = generated(20_000)
+    with Store(postgres_database) as store:
+        table = store.table(hubkit.reflect(Fill, "id"))
+        written = table.upsert(frame)
+        lazy = table.scan(batch_rows=1_000)
+        # not pushable: Polars filters each batch and stops pulling once it has five
+        late = pl.col("id").str.ends_with("7")
+        got = lazy.filter(late).head(5).collect(engine="streaming")
+        assert got.height == 5 and got.get_column("id").str.ends_with("7").all()
+        # the early stop ended its read: the store's connections serve writes and reads
+        table.upsert(generated(1, seed=9).with_columns(pl.lit("extra").alias("id")))
+        assert table.count() == 20_001
+        vwap = (pl.col("price") * pl.col("qty")).sum() / pl.col("qty").sum()
+        streamed = lazy.group_by("symbol").agg(vwap, pl.len()).collect(engine="streaming")
+        whole = table.read_all().group_by("symbol").agg(vwap, pl.len())
+        assert_frame_equal(streamed.sort("symbol"), whole.sort("symbol"))
+        assert written.height == 20_000
+
+
 # -- time ranges in query and scan -------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager, suppress
 from datetime import date, timedelta
 from decimal import Decimal
@@ -39,6 +39,7 @@ from hubkit.store.codec import EPOCH
 from hubkit.store.engine import DIRECT_MAX, UpsertPlan
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from adbc_driver_manager.dbapi import Connection, Cursor
     from sqlalchemy.sql.base import Executable
 
@@ -128,6 +129,17 @@ def _frame_column(s: pl.Series, pg_type: bytes | None) -> pl.Series:
             skip_nulls=True,
         )
     return s
+
+
+def _hubkit_form(arrow: pa.Table | pa.RecordBatch) -> pl.DataFrame:
+    """Rows as ``pgbulk`` read them -> hubkit's storage forms (see ``_frame_column``)."""
+    from hubkit import pgbulk
+
+    frame = pgbulk.to_frame(arrow)
+    types = [(f.metadata or {}).get(b"POSTGRESQL:type") for f in arrow.schema]
+    if not any(t in (b"numeric", b"jsonb", b"json") for t in types):
+        return frame
+    return pl.DataFrame([_frame_column(frame.to_series(i), t) for i, t in enumerate(types)])
 
 
 class PgSession:
@@ -253,12 +265,20 @@ class PgTx:
     def frame(self, stmt: sa.Select[Any], schema: pl.Schema) -> pl.DataFrame:
         from hubkit import pgbulk
 
-        arrow = pgbulk.fetch_arrow(self.cur, stmt)
-        frame = pgbulk.to_frame(arrow)
-        types = [(f.metadata or {}).get(b"POSTGRESQL:type") for f in arrow.schema]
-        if not any(t in (b"numeric", b"jsonb", b"json") for t in types):
-            return frame
-        return pl.DataFrame([_frame_column(frame.to_series(i), t) for i, t in enumerate(types)])
+        return _hubkit_form(pgbulk.fetch_arrow(self.cur, stmt))
+
+    def frames(self, stmt: sa.Select[Any]) -> Generator[pl.DataFrame, None, None]:
+        """``frame`` as the driver streams it, batch by batch (the cursor is busy until the
+        iterator is exhausted or closed)."""
+        from hubkit import pgbulk
+
+        batches = pgbulk.iter_batches(self.cur, stmt)
+        try:
+            for batch in batches:
+                if batch.num_rows:
+                    yield _hubkit_form(batch)
+        finally:
+            batches.close()
 
     def insert_many(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
         for row in rows:  # outbox entries: few per change

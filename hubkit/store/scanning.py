@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import UTC
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import polars as pl
 
@@ -29,6 +29,7 @@ from hubkit.store.codec import from_storage, storage_kind
 if TYPE_CHECKING:
     from hubkit.entity import EntitySpec
     from hubkit.store.engine import Backend
+    from hubkit.store.pg import PgTx
 
 __all__ = ["StoreBatches", "scan_store_table"]
 
@@ -50,11 +51,15 @@ class StoreBatches:
         store = self.store
         with store._translate(f"scan of {plan.table.name!r}"):
             if store._pg is not None:
-                # PostgreSQL: one Arrow read of what the pushed statement selects.
+                # PostgreSQL: the driver streams the result; re-cut to ``batch_rows``.
                 with store._read() as tx:
-                    frame = tx.frame(plan.statement, pl.Schema())
-                for part in frame.iter_slices(batch_rows):
-                    yield part.to_arrow()
+                    frames = cast("PgTx", tx).frames(plan.statement)
+                    try:
+                        for frame in frames:
+                            for part in frame.iter_slices(batch_rows):
+                                yield part.to_arrow()
+                    finally:
+                        frames.close()
                 return
             if store._fast:
                 with store._guarded(), store._session() as session:
