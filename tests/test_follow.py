@@ -386,6 +386,43 @@ def test_load_follow_never_syncs_and_sees_each_new_commit(db: str) -> None:
         catalog.close()
 
 
+def test_a_follower_with_a_window_never_reads_the_whole_table(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hubkit.store import TableStore
+
+    monkeypatch.setattr(changelog, "KEEP", 2)
+    monkeypatch.setattr(changelog, "PRUNE_EVERY", 2)
+    run_writer(db, "store", "upsert", 0, 300, 100)
+    whole_reads: list[str] = []
+    read_all = TableStore.read_all
+
+    def counted(self: TableStore) -> pl.DataFrame:
+        whole_reads.append(self.name)
+        return read_all(self)
+
+    monkeypatch.setattr(TableStore, "read_all", counted)
+    sink = follower(db, cache=hubkit.FrameCache(max_rows=50))
+    gate = Gate(monkeypatch)
+    try:
+        seen = Recorder(sink)
+        # more commits than the log keeps: the follower lost track and re-reads its window
+        run_writer(db, "store", "upsert", 300, 20, 5)
+        run_writer(db, "store", "delete", 310, 5, 5)
+        gate.release()
+        sink.force_sync()
+        assert whole_reads == []
+        stored = truth(db)
+        newest = stored.sort("time").tail(50).sort("exec_id")
+        assert sink.frame().sort("exec_id").equals(newest)
+        # rows that only left the window are not reported as deleted
+        assert seen.keys(Op.DELETE) == ids(310, 5)
+        assert seen.keys(Op.UPSERT) <= set(stored.get_column("exec_id"))
+    finally:
+        gate.release()
+        sink.close()
+
+
 def test_a_follower_without_cache_gets_changes_and_a_gap_when_it_lost_track(
     db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -19,12 +19,13 @@ cache and are not replayed. A follower that falls more than the log keeps behind
 (``changelog.KEEP`` commits per table) re-reads the table and emits the difference to its
 cache (without a cache: a GAP change).
 
-Opening reads the whole table into the cache, as for any sink; the changes committed since
-then are applied before ``open_sink`` returns (the follower takes its log position, then
-reads the table once more and applies the difference to the cache: a follower of a large
-table costs two reads at open). ``status().behind`` (shown in the status
-panel's lag column) is the delay from the writer's commit of the newest change applied to
-the moment it was applied. Reopening a follower starts from what the store holds then.
+Opening loads the cache as for any sink (the default cache: the newest rows only); the
+changes committed since then are applied before ``open_sink`` returns (the follower takes
+its log position, then reads what its cache holds once more, the newest rows or the whole
+table with ``FrameCache(max_rows=None)``, and applies the difference to the cache).
+``status().behind`` (shown in the status panel's lag column) is the delay from the writer's
+commit of the newest change applied to the moment it was applied. Reopening a follower
+starts from what the store holds then.
 
 The decisions (``net_change``, ``resync_diff``) are pure functions of the log entries and
 frames; the policy does the I/O.
@@ -367,7 +368,9 @@ def _read_next(ctx: _FollowContext, after: int, batch: int) -> _Read | None:
 
 
 def _resync(ctx: _FollowContext) -> _Read:
-    """Blocking: the log position now, and the difference between the table and the cache."""
+    """Blocking: the log position now, and the difference between the table and the cache
+    (for a cache that keeps a window: between the table's newest rows and the cache, so a
+    follower of a large table never reads all of it)."""
     from hubkit.store import changelog
 
     table = ctx.table
@@ -376,5 +379,13 @@ def _resync(ctx: _FollowContext) -> _Read:
     if cache is None:
         empty = table.empty()
         return _Read(empty, empty, head, None, gap=True)
-    changed, gone = resync_diff(table.spec.key, cache.frame(), table.read_all())
+    if cache.max_rows is None:
+        changed, gone = resync_diff(table.spec.key, cache.frame(), table.read_all())
+        return _Read(changed, gone, head, None, gap=False)
+    newest = table.read_newest(cache.max_rows + 1, cache.window_by)
+    changed, left = resync_diff(table.spec.key, cache.frame(), newest)
+    # Rows that only left the window are not deleted: a DELETE only for keys the store lacks.
+    key = list(table.spec.key)
+    stored = table.get_rows(left.select(key)) if left.height else left
+    gone = left.join(stored.select(key), on=key, how="anti", nulls_equal=True)
     return _Read(changed, gone, head, None, gap=False)
